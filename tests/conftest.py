@@ -1,0 +1,72 @@
+"""Shared fixtures. The whole suite runs inside scripts/netns (a private network namespace)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+ALL_ENGINES = ("embedded", "livekit-server")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine",
+        action="append",
+        choices=ALL_ENGINES,
+        help="run server-facing tests against this engine (repeatable; default: all of them)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("NBAGENTS_NETNS") != "1":
+        raise pytest.UsageError(
+            "the tests open WebRTC connections and must run in the project's private network namespace: "
+            "use scripts/test (or scripts/netns .venv/bin/python -m pytest ...)"
+        )
+
+
+def selected_engines(config: pytest.Config) -> list[str]:
+    return config.getoption("engine") or list(ALL_ENGINES)
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """A running LiveKit server under test."""
+
+    engine: str
+    url: str
+    api_key: str
+    api_secret: str
+
+    @property
+    def http_url(self) -> str:
+        return self.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "lk_server" in metafunc.fixturenames:
+        metafunc.parametrize("lk_server", selected_engines(metafunc.config), indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def lk_server(request: pytest.FixtureRequest):
+    """A LiveKit server of the parametrized engine, shared by the whole session."""
+    from nbagents.engines import make_engine
+
+    engine = make_engine(request.param, **_test_options(request.param))
+    url, key, secret = engine.start()
+    try:
+        yield LiveServer(request.param, url, key, secret)
+    finally:
+        engine.stop()
+
+
+def _test_options(engine: str) -> dict:
+    """Engine options for tests: short room timeouts so tests observe room closing quickly."""
+    if engine == "livekit-server":
+        from pathlib import Path
+
+        return {"config_file": str(Path(__file__).parent / "livekit-server.yaml")}
+    return {}
