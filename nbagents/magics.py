@@ -1,0 +1,290 @@
+"""``%%agent`` and ``%agent``: launch, list, stop, wait for and read the logs of jobs from notebook cells.
+
+Registered by ``%load_ext nbagents``. The runtime is imported on first use, so loading the extension
+costs nothing.
+
+Waiting in a notebook: ipykernel runs every cell inside its asyncio loop, so a magic must not block that
+loop (the loop delivers job events to widgets and drives simulated participants). The extension therefore
+rewrites a ``%agent wait`` / ``%agent stop`` that stands on its own top-level line (optionally assigned,
+``result = %agent wait``) into an awaited call: the cell then waits in the foreground while the loop keeps
+running, and the :class:`JobResult` becomes the cell's output. Where no loop is running (a plain Python
+shell) the magic simply blocks. ``result = await job`` works everywhere a top-level ``await`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import re
+import shlex
+import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+if TYPE_CHECKING:
+    from nbagents.runtime.job import Job, JobResult
+
+LINE_COMMANDS = ("list", "stop", "wait", "logs")
+
+_USAGE = """\
+%%agent [--room ROOM] [--entrypoint NAME] [--timeout SECONDS] [--prewarm NAME]
+    run the cell in the notebook's namespace, then launch the entrypoint it defines as a job
+%agent list                     every job of this kernel with its state
+%agent stop [ID] [--reason R]   shut a job down (default: the latest) and wait for its result
+%agent wait [ID]                wait for a job (default: the latest) to end; shows its result
+%agent logs [ID] [--tail N] [--level LEVEL]
+                                the job's log records (default: the latest job)"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad magic arguments as a UsageError instead of exiting the kernel."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{self.prog}: {message}\n\n{_USAGE}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> Any:
+        raise UsageError(message or _USAGE)
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%agent", add_help=False)
+    p.add_argument("--room", help="room to run the job in")
+    p.add_argument("--entrypoint", default="entrypoint", help="name of the entrypoint function the cell defines")
+    p.add_argument("--timeout", type=float, help="shutdown_process_timeout in seconds")
+    p.add_argument("--prewarm", help="name of a prewarm function (runs in the job process before the entrypoint)")
+    return p
+
+
+def _line_parser(command: str) -> _Parser:
+    p = _Parser(prog=f"%agent {command}", add_help=False)
+    if command in ("stop", "wait", "logs"):
+        p.add_argument("id", nargs="?", help="job id or a unique prefix of it (default: the latest job)")
+    if command == "stop":
+        p.add_argument("--reason", default="stopped with %agent stop")
+    if command == "logs":
+        p.add_argument("--tail", type=int, default=None, help="only the last N records")
+        p.add_argument("--level", default=None, help="only records at this level or above (DEBUG, INFO, ...)")
+    return p
+
+
+@magics_class
+class AgentMagics(Magics):
+    """The ``agent`` line and cell magic."""
+
+    @line_cell_magic
+    def agent(self, line: str, cell: str | None = None) -> Any:
+        """Launch a job from a cell (``%%agent``) or manage jobs (``%agent list|stop|wait|logs``)."""
+        __tracebackhide__ = True  # the user's error is in their cell, not here
+        if cell is not None:
+            return self._launch_cell(line, cell)
+        words = shlex.split(line)
+        if not words or words[0] in ("help", "-h", "--help"):
+            print(_USAGE)
+            return None
+        command, rest = words[0], words[1:]
+        if command not in LINE_COMMANDS:
+            raise UsageError(f"unknown %agent command {command!r}; choose one of {', '.join(LINE_COMMANDS)}\n\n{_USAGE}")
+        args = _line_parser(command).parse_args(rest)
+        return getattr(self, f"_{command}")(args)
+
+    # -- %%agent -----------------------------------------------------------------------------------------
+
+    def _launch_cell(self, line: str, cell: str) -> Job:
+        __tracebackhide__ = True
+        args = _cell_parser().parse_args(shlex.split(line))
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError(f"%%agent: --timeout must be a positive number of seconds (got {args.timeout:g})")
+        shell = self.shell
+        assert shell is not None
+        namespace = shell.user_ns
+        before = namespace.get(args.entrypoint, _MISSING)
+        self._run_cell_source(cell)  # a syntax error or an exception raised here launches nothing
+        entrypoint = namespace.get(args.entrypoint, _MISSING)
+        if entrypoint is _MISSING or entrypoint is before:
+            raise UsageError(
+                f"%%agent: the cell does not define {args.entrypoint!r}, so nothing was launched. Define "
+                f"`async def {args.entrypoint}(ctx: JobContext): ...` in this cell, or name the function "
+                "the cell defines with --entrypoint NAME."
+            )
+        if not inspect.iscoroutinefunction(entrypoint):
+            raise UsageError(
+                f"%%agent: {args.entrypoint!r} must be an async function (`async def {args.entrypoint}(ctx): ...`); "
+                f"it is {type(entrypoint).__name__}. Nothing was launched."
+            )
+        prewarm = None
+        if args.prewarm is not None:
+            prewarm = namespace.get(args.prewarm)
+            if not callable(prewarm):
+                raise UsageError(f"%%agent: --prewarm {args.prewarm!r} names no function in the notebook; nothing was launched")
+
+        from nbagents import launch
+
+        options: dict[str, Any] = {"prewarm": prewarm}
+        if args.room is not None:
+            options["room"] = args.room
+        if args.timeout is not None:
+            options["shutdown_process_timeout"] = args.timeout
+        return launch(entrypoint, **options)
+
+    def _run_cell_source(self, cell: str) -> None:
+        """Run the cell's code in the notebook's namespace, with IPython's syntax (magics, ``!``) and tracebacks."""
+        __tracebackhide__ = True
+        shell = self.shell
+        assert shell is not None
+        code = shell.transform_cell(cell)
+        # register the source with linecache so tracebacks and inspect.getsource can show the cell's lines
+        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        try:
+            compiled = compile(code, filename, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            shell.showsyntaxerror(filename)  # shown like any cell's syntax error, without nbagents' frames
+            raise UsageError(f"%%agent: syntax error on line {exc.lineno} of the cell; nothing was run or launched") from None
+        try:
+            exec(compiled, shell.user_ns)
+        except Exception as exc:
+            _add_note(exc, "nbagents: the %%agent cell raised before launching, so nothing was launched")
+            raise
+
+    # -- %agent list / stop / wait / logs ---------------------------------------------------------------------
+
+    def _list(self, args: argparse.Namespace) -> JobTable:
+        return JobTable(_all_jobs())
+
+    def _stop(self, args: argparse.Namespace) -> JobResult | _Waiting:
+        job = _find_job(args.id)
+        job.request_stop(args.reason)
+        return _wait_for(job, "stop")
+
+    def _wait(self, args: argparse.Namespace) -> JobResult | _Waiting:
+        return _wait_for(_find_job(args.id), "wait")
+
+    def _logs(self, args: argparse.Namespace) -> None:
+        job = _find_job(args.id)
+        records = list(job.logs)
+        if args.level:
+            threshold = _level_number(args.level)
+            records = [r for r in records if _level_number(r.level) >= threshold]
+        if args.tail is not None:
+            records = records[-args.tail :] if args.tail > 0 else []
+        if not records:
+            print(f"job {job.id}: no log records yet (state {job.state}; files in {job.log_dir})")
+            return
+        for record in records:
+            print(format_log_record(record))
+
+
+class JobTable(list):
+    """What ``%agent list`` returns: the kernel's jobs, shown as a text table (views may add richer reprs)."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "no jobs yet: launch one with a %%agent cell or nbagents.launch(entrypoint, room=...)"
+        rows = [("ID", "ROOM", "STATE", "ELAPSED", "PID")]
+        for job in self:
+            rows.append((job.id, job.room, job.state, f"{job.elapsed:.1f} s", str(job.pid or "-")))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+class _Waiting:
+    """An unfinished wait for a job, returned where the magic could not wait itself (an event loop is running).
+
+    ``await`` it for the :class:`JobResult`. A ``%agent wait`` on its own top-level cell line is awaited
+    automatically.
+    """
+
+    def __init__(self, job: Job, command: str) -> None:
+        self.job = job
+        self.command = command
+
+    def __await__(self) -> Generator[Any, None, JobResult]:
+        return self.job.wait().__await__()
+
+    def __repr__(self) -> str:
+        return (
+            f"<%agent {self.command} for job {self.job.id} (state {self.job.state}) not awaited: put "
+            f"`%agent {self.command}` on its own line in the cell, or write `result = await job`>"
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+def _wait_for(job: Job, command: str) -> JobResult | _Waiting:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return job.result()  # no event loop runs in this thread: blocking starves nothing
+    return _Waiting(job, command)
+
+
+# -- the input transformer that makes `%agent wait` wait in the foreground --------------------------------------
+
+_AWAITABLE_LINE = re.compile(
+    r"""^(?P<assign>[A-Za-z_]\w*\s*=\s*)?(?P<call>get_ipython\(\)\.run_line_magic\('agent',\s*(?P<q>['"])\s*(?:wait|stop)\b.*\))\s*$"""
+)
+
+
+def await_agent_waits(lines: list[str]) -> list[str]:
+    """Turn top-level ``%agent wait|stop`` lines (already turned into Python by IPython) into awaited calls."""
+    out = []
+    for line in lines:
+        body = line.rstrip("\n")
+        match = _AWAITABLE_LINE.match(body)
+        if match:
+            line = f"{match.group('assign') or ''}await {match.group('call')}" + line[len(body) :]
+        out.append(line)
+    return out
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _all_jobs() -> list[Job]:
+    from nbagents.runtime.job import jobs
+
+    return jobs()
+
+
+def _find_job(job_id: str | None) -> Job:
+    jobs = _all_jobs()
+    if not jobs:
+        raise UsageError("no jobs yet: launch one with a %%agent cell or nbagents.launch(entrypoint, room=...)")
+    if job_id is None:
+        return jobs[-1]
+    exact = [job for job in jobs if job.id == job_id]
+    matches = exact or [job for job in jobs if job.id.startswith(job_id)]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(job.id for job in jobs)
+    if not matches:
+        raise UsageError(f"no job with id {job_id!r}; this kernel's jobs are: {known}")
+    raise UsageError(f"job id {job_id!r} is ambiguous; it starts {len(matches)} ids: {known}")
+
+
+def _level_number(level: str) -> int:
+    import logging
+
+    number = logging.getLevelName(level.upper())
+    if not isinstance(number, int):
+        raise UsageError(f"unknown log level {level!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return number
+
+
+def format_log_record(record: Any) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(record.time)) + f".{int(record.time % 1 * 1000):03d}"
+    return f"{stamp} {record.level:<8} {record.logger}: {record.message}"
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
