@@ -1,0 +1,387 @@
+"""One participant's session: its ParticipantInfo, its permissions, and its signaling requests.
+
+A participant is created when a client's /rtc websocket is accepted and closed exactly once, by
+``close()``, whatever ended it (leave, removal, room deletion, a dropped or garbled connection).
+Every change to what others can see bumps ``ParticipantInfo.version`` and is announced to the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCRtpTransceiver
+from google.protobuf.message import DecodeError
+from livekit.protocol import models
+from livekit.protocol import rtc as signal
+
+from nbagents.server import _aiortc
+from nbagents.server._ids import new_sid
+from nbagents.server.auth import Claims
+from nbagents.server.media import AudioFanout, PublisherPeer, SubscriberPeer, add_ice_candidate
+from nbagents.server.rooms import Room
+from nbagents.server.sdp import MediaSection
+
+log = logging.getLogger(__name__)
+
+SERVER_VERSION = "1.9.0"  # the livekit-server protocol level this server speaks, for clients that gate on it
+PROTOCOL_VERSION = 16
+PING_INTERVAL = 5
+PING_TIMEOUT = 15
+VIDEO_REFUSAL = ("the embedded nbagents server relays audio and data only; publish video against "
+                 "livekit-server or LiveKit Cloud")
+_OK = signal.RequestResponse.Reason.OK
+_NOT_ALLOWED = signal.RequestResponse.Reason.NOT_ALLOWED
+
+
+@dataclass
+class PublishedTrack:
+    """A track this participant publishes; ``fanout`` relays it to subscribers."""
+
+    info: models.TrackInfo
+    mid: str
+    fanout: AudioFanout | None
+
+
+class Participant:
+    """A connected client in a room."""
+
+    def __init__(self, room: Room, claims: Claims, ws: web.WebSocketResponse, *, auto_subscribe: bool,
+                 on_closed: Callable[[Participant], None]) -> None:
+        self.room = room
+        self.identity = claims.identity
+        self.sid = new_sid("PA_")
+        self.auto_subscribe = auto_subscribe
+        self._ws = ws
+        self._on_closed = on_closed
+        now = time.time()
+        self.info = models.ParticipantInfo(
+            sid=self.sid, identity=claims.identity, name=claims.name, metadata=claims.metadata,
+            state=models.ParticipantInfo.State.ACTIVE, joined_at=int(now), joined_at_ms=int(now * 1000),
+            version=1, permission=claims.video.permission(), kind=claims.kind,
+        )
+        self.info.attributes.update(claims.attributes)
+        self.published: dict[str, PublishedTrack] = {}
+        self._pending: dict[str, models.TrackInfo] = {}  # AddTrackRequest.cid -> TrackInfo, until media arrives
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._negotiation_scheduled = False
+        self.closed = False
+        self.publisher = PublisherPeer(self._track_arrived, self._track_stopped, self._data_received)
+        self.subscriber = SubscriberPeer(self._send_offer)
+        self._writer = asyncio.ensure_future(self._write_loop())
+
+    @property
+    def active(self) -> bool:
+        return not self.closed
+
+    @property
+    def permission(self) -> models.ParticipantPermission:
+        return self.info.permission
+
+    # --- outgoing signaling
+
+    def send(self, response: signal.SignalResponse) -> None:
+        """Queue a message for the client; sending never blocks the caller and keeps the order."""
+        if not self.closed:
+            self._outbox.put_nowait(response.SerializeToString())
+
+    async def _write_loop(self) -> None:
+        while (data := await self._outbox.get()) is not None:
+            if self._ws.closed:
+                continue
+            try:
+                await self._ws.send_bytes(data)
+            except (ConnectionError, RuntimeError):
+                log.debug("%s: signal connection gone while sending", self.identity)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and not self.closed:
+            log.error("%s: background step failed", self.identity, exc_info=task.exception())
+
+    def bump(self) -> None:
+        self.info.version += 1
+
+    def join_response(self) -> signal.SignalResponse:
+        others = [p.info for p in self.room.others(self)]
+        return signal.SignalResponse(join=signal.JoinResponse(
+            room=self.room.info(), participant=self.info, other_participants=others,
+            server_version=SERVER_VERSION, subscriber_primary=False,
+            ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
+            server_info=models.ServerInfo(edition=models.ServerInfo.Edition.Standard, version=SERVER_VERSION,
+                                          protocol=PROTOCOL_VERSION, node_id="nbagents-embedded"),
+        ))
+
+    def start(self) -> None:
+        """After the JoinResponse: subscribe to what is already published and offer the subscriber connection."""
+        if self.auto_subscribe:
+            for publisher, track in self.room.existing_tracks(self):
+                self.subscribe(publisher, track, negotiate=False)
+        self._spawn(self.subscriber.negotiate())
+
+    # --- incoming signaling
+
+    async def handle_bytes(self, data: bytes) -> None:
+        """Handle one binary websocket frame; raises DecodeError if it is not a SignalRequest."""
+        request = signal.SignalRequest()
+        request.ParseFromString(data)
+        await self.handle(request)
+
+    async def handle(self, request: signal.SignalRequest) -> None:
+        kind = request.WhichOneof("message")
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is None:
+            log.debug("%s: ignoring signal request %s", self.identity, kind)
+            return
+        await handler(getattr(request, kind))
+
+    async def _on_offer(self, offer: signal.SessionDescription) -> None:
+        sdp = await self.publisher.answer(offer.sdp)
+        self.send(signal.SignalResponse(answer=signal.SessionDescription(type="answer", sdp=sdp, id=offer.id)))
+
+    async def _on_answer(self, answer: signal.SessionDescription) -> None:
+        await self.subscriber.apply_answer(answer.sdp)
+
+    async def _on_trickle(self, trickle: signal.TrickleRequest) -> None:
+        pc = self.subscriber.pc if trickle.target == signal.SignalTarget.SUBSCRIBER else self.publisher.pc
+        await add_ice_candidate(pc, trickle.candidateInit)
+
+    async def _on_ping(self, timestamp: int) -> None:
+        self.send(signal.SignalResponse(pong=int(time.time() * 1000)))
+
+    async def _on_ping_req(self, ping: signal.Ping) -> None:
+        self.send(signal.SignalResponse(pong_resp=signal.Pong(last_ping_timestamp=ping.timestamp,
+                                                              timestamp=int(time.time() * 1000))))
+
+    async def _on_leave(self, leave: signal.LeaveRequest) -> None:
+        await self.close(models.DisconnectReason.CLIENT_INITIATED, notify=False)
+
+    async def _on_add_track(self, request: signal.AddTrackRequest) -> None:
+        refusal = self._publish_refusal(request)
+        if refusal is not None:
+            log.info("%s: refused to publish %r: %s", self.identity, request.name, refusal)
+            self.send(signal.SignalResponse(request_response=signal.RequestResponse(
+                reason=_NOT_ALLOWED, message=refusal, add_track=request)))
+            return
+        info = models.TrackInfo(
+            sid=new_sid("TR_"), type=request.type, name=request.name, muted=request.muted, source=request.source,
+            disable_dtx=request.disable_dtx, stereo=request.stereo, disable_red=True, stream=request.stream,
+            mime_type="audio/opus",
+        )
+        self._pending[request.cid] = info
+        self.send(signal.SignalResponse(track_published=signal.TrackPublishedResponse(cid=request.cid, track=info)))
+
+    def _publish_refusal(self, request: signal.AddTrackRequest) -> str | None:
+        perm = self.permission
+        if not perm.can_publish:
+            return "token does not grant canPublish"
+        if perm.can_publish_sources and request.source not in perm.can_publish_sources:
+            return f"token does not allow publishing source {models.TrackSource.Name(request.source)}"
+        if request.type != models.TrackType.AUDIO:
+            return VIDEO_REFUSAL
+        return None
+
+    async def _on_mute(self, mute: signal.MuteTrackRequest) -> None:
+        self.set_muted(mute.sid, mute.muted, tell_publisher=False)
+
+    async def _on_subscription(self, update: signal.UpdateSubscription) -> None:
+        sids = list(update.track_sids)
+        for pt in update.participant_tracks:
+            sids.extend(pt.track_sids)
+        for track_sid in sids:
+            if update.subscribe:
+                found = self.room.find_track(track_sid)
+                if found is not None and found[0] is not self:
+                    self.subscribe(*found)
+            else:
+                self.unsubscribe(track_sid)
+
+    async def _on_update_metadata(self, update: signal.UpdateParticipantMetadata) -> None:
+        if not self.permission.can_update_metadata:
+            self.send(signal.SignalResponse(request_response=signal.RequestResponse(
+                request_id=update.request_id, reason=_NOT_ALLOWED, update_metadata=update,
+                message="token does not grant canUpdateOwnMetadata")))
+            return
+        self.update(name=update.name or None, metadata=update.metadata or None, attributes=dict(update.attributes))
+        self.send(signal.SignalResponse(request_response=signal.RequestResponse(
+            request_id=update.request_id, reason=_OK, update_metadata=update)))
+
+    # --- changes (from the client or from the service API)
+
+    def update(self, *, name: str | None = None, metadata: str | None = None,
+               attributes: dict[str, str] | None = None) -> None:
+        """Change name, metadata and attributes (an empty attribute value deletes the key), then announce."""
+        if name is not None:
+            self.info.name = name
+        if metadata is not None:
+            self.info.metadata = metadata
+        for key, value in (attributes or {}).items():
+            if value == "":
+                self.info.attributes.pop(key, None)
+            else:
+                self.info.attributes[key] = value
+        self.bump()
+        self.room.announce(self)
+
+    def set_permission(self, permission: models.ParticipantPermission) -> None:
+        """Replace the permission; losing canSubscribe/canPublish drops subscriptions/publications at once."""
+        self.info.permission.CopyFrom(permission)
+        if not permission.can_subscribe:
+            for track_sid in self.subscriber.forwarded_track_sids:
+                self.unsubscribe(track_sid)
+        if not permission.can_publish:
+            for track in list(self.published.values()):
+                self._unpublish(track)
+        self.bump()
+        self.room.announce(self)
+
+    def set_muted(self, track_sid: str, muted: bool, *, tell_publisher: bool) -> models.TrackInfo | None:
+        track = self.published.get(track_sid)
+        if track is None:
+            return None
+        track.info.muted = muted
+        if tell_publisher:
+            self.send(signal.SignalResponse(mute=signal.MuteTrackRequest(sid=track_sid, muted=muted)))
+        self._refresh_tracks()
+        self.room.announce(self)
+        return track.info
+
+    def _refresh_tracks(self) -> None:
+        del self.info.tracks[:]
+        self.info.tracks.extend(t.info for t in self.published.values())
+        self.bump()
+
+    # --- publishing
+
+    def _track_arrived(self, section: MediaSection, transceiver: RTCRtpTransceiver) -> None:
+        info = self._pending.pop(section.track_id or "", None)
+        if info is None:
+            log.warning("%s: media section %s carries no announced track (msid %s)", self.identity,
+                        section.mid, section.track_id)
+            return
+        fanout = None
+        opus = _aiortc.payload_type(transceiver, "audio/opus")
+        if section.kind == "audio" and opus is not None:
+            fanout = AudioFanout(transceiver.receiver, opus)
+        else:
+            log.warning("%s: track %s has no Opus codec; it is announced but not relayed", self.identity, info.sid)
+        track = PublishedTrack(info=info, mid=section.mid, fanout=fanout)
+        self.published[info.sid] = track
+        log.info("%s published %s", self.identity, info.sid)
+        self._refresh_tracks()
+        self.room.announce(self)
+        self.room.track_published(self, track)
+
+    def _track_stopped(self, section: MediaSection) -> None:
+        for track in list(self.published.values()):
+            if track.mid == section.mid:
+                self._unpublish(track)
+                self.room.announce(self)
+
+    def _unpublish(self, track: PublishedTrack) -> None:
+        if self.published.pop(track.info.sid, None) is None:
+            return
+        log.info("%s unpublished %s", self.identity, track.info.sid)
+        self.room.track_unpublished(self, track.info.sid)
+        if track.fanout is not None:
+            track.fanout.close()
+        self._refresh_tracks()
+        self.send(signal.SignalResponse(track_unpublished=signal.TrackUnpublishedResponse(track_sid=track.info.sid)))
+
+    # --- subscribing
+
+    def subscribe(self, publisher: Participant, track: PublishedTrack, *, negotiate: bool = True) -> None:
+        if self.closed or not self.permission.can_subscribe or track.fanout is None:
+            return
+        if track.info.sid in self.subscriber.forwarded_track_sids:
+            return
+        self.subscriber.forward(track.fanout, publisher.sid, track.info.sid)
+        if negotiate:
+            self._schedule_negotiation()
+
+    def unsubscribe(self, track_sid: str) -> None:
+        if not self.closed and self.subscriber.stop_forwarding(track_sid):
+            self._schedule_negotiation()
+
+    def _schedule_negotiation(self) -> None:
+        """Fold all changes made in this turn of the event loop into one offer."""
+        if self._negotiation_scheduled:
+            return
+        self._negotiation_scheduled = True
+
+        async def negotiate() -> None:
+            await asyncio.sleep(0)
+            self._negotiation_scheduled = False
+            await self.subscriber.negotiate()
+
+        self._spawn(negotiate())
+
+    def _send_offer(self, sdp: str) -> None:
+        self.send(signal.SignalResponse(offer=signal.SessionDescription(type="offer", sdp=sdp)))
+
+    # --- data
+
+    def _data_received(self, label: str, payload: bytes) -> None:
+        if not self.permission.can_publish_data:
+            log.debug("%s: dropped a data packet (no canPublishData)", self.identity)
+            return
+        packet = models.DataPacket()
+        try:
+            packet.ParseFromString(payload)
+        except DecodeError:
+            log.warning("%s: dropped a data channel message that is not a DataPacket", self.identity)
+            return
+        packet.participant_identity = self.identity
+        packet.participant_sid = self.sid
+        identities = set(packet.destination_identities)
+        sids: set[str] = set()
+        if packet.HasField("user"):
+            packet.user.participant_identity = self.identity
+            packet.user.participant_sid = self.sid
+            identities.update(packet.user.destination_identities)
+            sids.update(packet.user.destination_sids)
+        recipients = [p for p in self.room.others(self)
+                      if (not identities and not sids) or p.identity in identities or p.sid in sids]
+        data = packet.SerializeToString()
+        for p in recipients:
+            p.subscriber.send_data(label, data)
+
+    # --- end
+
+    async def close(self, reason: int, *, notify: bool) -> None:
+        """End the session once: tell the client why (if ``notify``), tell the room, release media."""
+        if self.closed:
+            return
+        if notify:
+            self.send(signal.SignalResponse(leave=signal.LeaveRequest(
+                can_reconnect=False, reason=reason, action=signal.LeaveRequest.Action.DISCONNECT)))
+        self.closed = True
+        self.info.state = models.ParticipantInfo.State.DISCONNECTED
+        self.info.disconnect_reason = reason
+        self.bump()
+        log.info("%s left %s (%s)", self.identity, self.room.name, models.DisconnectReason.Name(reason))
+        self.room.remove(self)
+        self._on_closed(self)
+        for track in self.published.values():
+            if track.fanout is not None:
+                track.fanout.close()
+        self._outbox.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer), timeout=2)
+        except (asyncio.TimeoutError, ConnectionError):
+            self._writer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._ws.close()
+        await asyncio.gather(self.publisher.close(), self.subscriber.close(), return_exceptions=True)

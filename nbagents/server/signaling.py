@@ -1,0 +1,100 @@
+"""The client-facing HTTP endpoints: the /rtc signaling websocket, /rtc/validate and the /rtc/v1 probe.
+
+Clients try ``/rtc/v1`` (single PeerConnection) first; a 404 there makes them fall back to ``/rtc`` with
+one publisher and one subscriber PeerConnection, the mode this server speaks. When the websocket is
+refused, SDKs call ``/rtc/validate`` to learn why, so both answer with the same specific message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import WSMsgType, web
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from livekit.protocol import models
+from livekit.protocol import rtc as signal
+
+from nbagents.server.auth import AuthError, Claims, token_from_request
+from nbagents.server.participant import Participant
+from nbagents.server.state import STATE
+
+log = logging.getLogger(__name__)
+
+MAX_SIGNAL_MESSAGE = 4 * 1024 * 1024
+
+
+def _authorize_join(request: web.Request) -> Claims:
+    state = request.app[STATE]
+    claims = state.verifier.verify(token_from_request(request.headers, request.query))
+    claims.require_join()
+    return claims
+
+
+async def rtc_v1(request: web.Request) -> web.Response:
+    return web.Response(status=404, text="this server speaks the /rtc signaling protocol, not /rtc/v1")
+
+
+async def validate(request: web.Request) -> web.Response:
+    try:
+        _authorize_join(request)
+    except AuthError as exc:
+        return web.Response(status=exc.status, text=str(exc))
+    return web.Response(text="success")
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.lower() not in ("0", "false", "no")
+
+
+async def rtc(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    try:
+        claims = _authorize_join(request)
+    except AuthError as exc:
+        log.info("refused a join: %s", exc)
+        return web.Response(status=exc.status, text=str(exc))
+    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_SIGNAL_MESSAGE)
+    if not ws.can_prepare(request).ok:
+        return web.Response(status=400, text="/rtc expects a websocket upgrade")
+    room = state.rooms.get_or_create(claims.video.room)
+    if room.max_participants and len(room.participants) >= room.max_participants \
+            and claims.identity not in room.participants:
+        return web.Response(status=403, text=f"room {room.name!r} is full ({room.max_participants} participants)")
+    await ws.prepare(request)
+
+    previous = room.participants.get(claims.identity)
+    if previous is not None:
+        await previous.close(models.DisconnectReason.DUPLICATE_IDENTITY, notify=True)
+    participant = Participant(room, claims, ws, auto_subscribe=_flag(request.query.get("auto_subscribe"), True),
+                              on_closed=lambda p: state.rooms.schedule_close_check(p.room))
+    room.add(participant)
+    state.rooms.schedule_close_check(room)
+    log.info("%s joined %s (%s)", participant.identity, room.name, participant.sid)
+    participant.send(participant.join_response())
+    room.announce_joined(participant)
+    participant.start()
+    reason = models.DisconnectReason.CLIENT_INITIATED
+    try:
+        async for message in ws:
+            if participant.closed:
+                break
+            try:
+                if message.type == WSMsgType.BINARY:
+                    await participant.handle_bytes(message.data)
+                elif message.type == WSMsgType.TEXT:
+                    await participant.handle(json_format.Parse(message.data, signal.SignalRequest()))
+                elif message.type == WSMsgType.ERROR:
+                    break
+            except (DecodeError, json_format.ParseError) as exc:
+                log.warning("%s sent a malformed signal message (%s); closing its connection",
+                            participant.identity, exc)
+                reason = models.DisconnectReason.SIGNAL_CLOSE
+                break
+            except Exception:
+                log.exception("%s: failed to handle a signal message", participant.identity)
+    finally:
+        await participant.close(reason, notify=reason != models.DisconnectReason.CLIENT_INITIATED)
+    return ws
