@@ -11,6 +11,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     server = sub.add_parser("server", help="run the embedded LiveKit-protocol dev server")
     server.set_defaults(run=_run_server)
+    demo = sub.add_parser("demo", help="run the documentation's example end to end, headless, and narrate it")
+    demo.set_defaults(run=_run_demo)
     args, rest = parser.parse_known_args(argv)
     return args.run(rest)
 
@@ -19,6 +21,12 @@ def _run_server(argv: list[str]) -> int:
     from nbagents.server.__main__ import main as server_main
 
     return server_main(argv)
+
+
+def _run_demo(argv: list[str]) -> int:
+    from nbagents.demo import main as demo_main
+
+    return demo_main(argv)
 
 
 if __name__ == "__main__":

@@ -288,3 +288,16 @@ def format_log_record(record: Any) -> str:
 def _add_note(exc: BaseException, note: str) -> None:
     if hasattr(exc, "add_note"):
         exc.add_note(note)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Same as ``%load_ext nbagents`` (kept here so ``%load_ext nbagents.magics`` works too)."""
+    from nbagents._extension import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from nbagents._extension import unload_ipython_extension as unload
+
+    unload(ipython)
