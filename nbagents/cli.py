@@ -13,6 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     server.set_defaults(run=_run_server)
     demo = sub.add_parser("demo", help="run the documentation's example end to end, headless, and narrate it")
     demo.set_defaults(run=_run_demo)
+    export = sub.add_parser("export", help="export a notebook to a livekit-agents worker script", add_help=False)
+    export.set_defaults(run=_run_export)
     args, rest = parser.parse_known_args(argv)
     return args.run(rest)
 
@@ -27,6 +29,12 @@ def _run_demo(argv: list[str]) -> int:
     from nbagents.demo import main as demo_main
 
     return demo_main(argv)
+
+
+def _run_export(argv: list[str]) -> int:
+    from nbagents.export.__main__ import main as export_main
+
+    return export_main(argv)
 
 
 if __name__ == "__main__":
