@@ -198,12 +198,18 @@ class LiveKitServerEngine(Engine):
         try:
             self._wait_until_ready()
         except BaseException:
-            self.stop()
+            self._terminate()
             raise
         self._credentials = Credentials(f"ws://{HOST}:{self.port}", self.api_key, self.api_secret)
         return self._credentials
 
     def stop(self) -> None:
+        was_running = self._credentials is not None
+        self._terminate()
+        if was_running and self.log_path is not None:  # a failed start keeps its log for the error message
+            self.log_path.unlink(missing_ok=True)
+
+    def _terminate(self) -> None:
         process, self._process = self._process, None
         self._credentials = None
         atexit.unregister(self.stop)
@@ -220,8 +226,6 @@ class LiveKitServerEngine(Engine):
             except subprocess.TimeoutExpired:
                 continue
         process.wait()
-        if self.log_path is not None:
-            self.log_path.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines the server wrote (its log is kept in a temporary file)."""
@@ -253,7 +257,7 @@ class LiveKitServerEngine(Engine):
             code = self._process.poll()
             if code is not None:
                 raise EngineError(
-                    f"livekit-server ({self.binary}) exited with code {code} while starting."
+                    f"livekit-server ({self.binary}) exited while starting (exit code {code})."
                     f" Its log ({self.log_path}) ends with:\n{self.log_tail()}"
                 )
             try:
