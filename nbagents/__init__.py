@@ -1,3 +1,49 @@
-"""nbagents: build, run and inspect LiveKit voice agents from Jupyter notebooks."""
+"""nbagents: build, run and inspect LiveKit voice agents from Jupyter notebooks.
+
+Public names (imported lazily, so ``import nbagents`` stays cheap in a kernel):
+
+- ``launch(entrypoint, room="demo", prewarm=None, shutdown_process_timeout=60.0)`` -> :class:`Job`
+- ``Job``, ``JobResult``: the kernel-side model of a job and how it ended; ``jobs()`` lists them all
+- ``JobContext``, ``JobProcess``, ``AutoSubscribe``, ``WorkerOptions``: the livekit-agents 1.8 surface
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "launch": "nbagents.runtime.launch",
+    "jobs": "nbagents.runtime.job",
+    "Job": "nbagents.runtime.job",
+    "JobResult": "nbagents.runtime.job",
+    "JobContext": "nbagents.runtime.context",
+    "JobProcess": "nbagents.runtime.context",
+    "AutoSubscribe": "nbagents.runtime.context",
+    "WorkerOptions": "nbagents.runtime.context",
+    "ShippingError": "nbagents.runtime.shipping",
+}
+
+__all__ = ["AutoSubscribe", "Job", "JobContext", "JobProcess", "JobResult", "ShippingError", "WorkerOptions", "jobs", "launch"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbagents' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbagents``: registers the ``%agent`` / ``%%agent`` magics."""
+    from nbagents.magics import load_ipython_extension as load
+
+    load(ipython)

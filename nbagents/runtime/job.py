@@ -1,0 +1,416 @@
+"""The kernel-side model of a job: its state, what happened in its room, and its result.
+
+A :class:`Job` knows nothing of widgets. UIs observe it with :meth:`Job.subscribe`; tests read its
+attributes directly. Its data comes from the job process's event stream (``nbagents.runtime.events``)
+and, for a job whose process died, from the files the process wrote to ``job.log_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from nbagents.runtime import events as ev
+from nbagents.runtime.ipc import JobFinished
+
+__all__ = ["Job", "JobResult", "AudioTrackState", "DataMessage", "jobs"]
+
+HISTORY_LIMIT = 5000
+DATA_LIMIT = 500
+LOG_LIMIT = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class JobResult:
+    """How a job ended.
+
+    ``state`` is ``succeeded``, ``failed``, ``killed`` or ``crashed``; ``error`` a traceback string or
+    None; ``persisted`` maps each shutdown callback's name to the JSON value it returned (only callbacks
+    that finished); ``callbacks`` holds every callback's outcome (finished / failed / cut_off, with
+    tracebacks).
+    """
+
+    state: str
+    shutdown_reason: str
+    error: str | None
+    persisted: dict[str, Any]
+    callbacks: tuple[ev.CallbackOutcome, ...] = ()
+    exit_code: int | None = None
+    log_dir: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "succeeded"
+
+
+@dataclasses.dataclass
+class AudioTrackState:
+    """Latest statistics of one subscribed audio track (see :class:`nbagents.runtime.events.AudioStats`)."""
+
+    track_sid: str
+    participant_identity: str
+    frames: int = 0
+    sample_rate: int = 0
+    channels: int = 0
+    samples_per_frame: int = 0
+    rms: float = 0.0
+    peak: float = 0.0
+    waveform: tuple[float, ...] = ()
+    updated: float = 0.0
+    active: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DataMessage:
+    """A data packet the job's room received."""
+
+    sender: str
+    topic: str
+    size: int
+    text: str | None
+    payload_hex: str | None
+    time: float
+
+
+Listener = Callable[["Job", ev.Event], None]
+
+_registry: dict[str, Job] = {}
+_registry_lock = threading.Lock()
+
+
+def jobs() -> list[Job]:
+    """Every job launched by this kernel, oldest first."""
+    with _registry_lock:
+        return list(_registry.values())
+
+
+class Job:
+    """A running or finished job (one OS process), as seen from the kernel.
+
+    Attributes (read-only for users):
+
+    - ``id``, ``room``, ``state`` (``starting``, ``running``, ``shutting_down``, ``succeeded``,
+      ``failed``, ``killed``, ``crashed``), ``pid``, ``engine_url``, ``log_dir`` (``.nbagents/jobs/<id>``)
+    - ``events``: bounded history (deque) of every typed event, newest last
+    - ``participants``: identity -> :class:`~nbagents.runtime.events.ParticipantInfo` (kind, attributes,
+      metadata, tracks) of everyone currently in the room, the agent included (``local=True``)
+    - ``audio_tracks``: track sid -> :class:`AudioTrackState`, latest stats and decimated waveform
+    - ``data_messages``: bounded deque of :class:`DataMessage`
+    - ``logs``: bounded deque of :class:`~nbagents.runtime.events.LogRecord`
+    - ``errors``: every :class:`~nbagents.runtime.events.ErrorRaised`
+    - ``unresponsive``: True while the job's event loop is blocked
+
+    ``await job`` / ``await job.wait()`` return the :class:`JobResult`; ``await job.stop(reason)``
+    shuts it down; ``job.result(timeout)`` waits from synchronous code.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        room: str,
+        *,
+        shutdown_process_timeout: float,
+        log_dir: Path,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        self.id = job_id
+        self.room = room
+        self.shutdown_process_timeout = shutdown_process_timeout
+        self.log_dir = log_dir
+        self.state: str = "starting"
+        self.pid: int | None = None
+        self.engine_url: str | None = None
+        self.created = time.time()
+        self.launched_perf = time.perf_counter()
+        self.shutdown_reason: str = ""
+        self.events: collections.deque[ev.Event] = collections.deque(maxlen=HISTORY_LIMIT)
+        self.participants: dict[str, ev.ParticipantInfo] = {}
+        self.audio_tracks: dict[str, AudioTrackState] = {}
+        self.data_messages: collections.deque[DataMessage] = collections.deque(maxlen=DATA_LIMIT)
+        self.logs: collections.deque[ev.LogRecord] = collections.deque(maxlen=LOG_LIMIT)
+        self.errors: list[ev.ErrorRaised] = []
+        self.callbacks: dict[str, ev.CallbackOutcome] = {}
+        self.unresponsive = False
+        self.entrypoint_started: ev.EntrypointStarted | None = None
+        self.connected: ev.RoomConnected | None = None
+        self._result: JobResult | None = None
+        self._finished_msg: JobFinished | None = None
+        self._loop = loop
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._done = threading.Event()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[JobResult]]] = []
+        self._stop_requested: str | None = None
+        self._kill_timer: threading.Timer | None = None
+        self._control: Any = None  # the runtime's handle on the process (launch.JobHandle)
+        with _registry_lock:
+            _registry[job_id] = self
+
+    # ---- observing --------------------------------------------------------------------------------
+
+    def subscribe(self, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(job, event)`` for every new event (state changes included).
+
+        Callbacks run on the event loop that was running when the job was launched (the kernel's),
+        or on the job's reader thread when there was none. Returns a function that unsubscribes.
+        """
+        with self._lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since launch (until the end, for finished jobs)."""
+        end = self._ended_at if self.done else time.time()
+        return end - self.created
+
+    _ended_at: float = 0.0
+
+    # ---- waiting and stopping ---------------------------------------------------------------------
+
+    def __await__(self):
+        return self.wait().__await__()
+
+    async def wait(self) -> JobResult:
+        """Wait until the job has ended and return its :class:`JobResult`."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._result is not None:
+                return self._result
+            fut: asyncio.Future[JobResult] = loop.create_future()
+            self._waiters.append((loop, fut))
+        return await fut
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Block (synchronous code only) until the job ended; TimeoutError after ``timeout`` seconds."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"job {self.id} still {self.state} after {timeout} s")
+        assert self._result is not None
+        return self._result
+
+    async def stop(self, reason: str = "stopped from the notebook") -> JobResult:
+        """Shut the job down: its shutdown callbacks run; it is killed after ``shutdown_process_timeout``."""
+        self.request_stop(reason)
+        return await self.wait()
+
+    def request_stop(self, reason: str = "stopped from the notebook") -> None:
+        """Ask the job to shut down without waiting (safe from any thread)."""
+        with self._lock:
+            if self.done or self._stop_requested is not None:
+                return
+            self._stop_requested = reason
+            control = self._control
+        if control is not None:
+            control.stop(reason)
+        self._arm_kill_timer(self.shutdown_process_timeout + 1.0)
+
+    def kill(self) -> None:
+        """SIGKILL the job process at once; its state becomes ``killed``."""
+        self._kill("killed on request")
+
+    # ---- fed by the runtime -----------------------------------------------------------------------
+
+    def _attach(self, control: Any) -> None:
+        with self._lock:
+            self._control = control
+            reason = self._stop_requested
+        if reason is not None:
+            control.stop(reason)
+
+    def _arm_kill_timer(self, seconds: float) -> None:
+        """Backstop: the job process enforces its own deadline; kill it if it has not gone by then."""
+        with self._lock:
+            if self.done:
+                return
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+            self._kill_timer = threading.Timer(seconds, self._kill, args=("shutdown_process_timeout exceeded",))
+            self._kill_timer.daemon = True
+            self._kill_timer.start()
+
+    def _kill(self, why: str) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self._kill_reason = why
+            pid = self.pid
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    _kill_reason: str | None = None
+
+    def _on_event(self, event: ev.Event) -> None:
+        """Apply one event from the job process (called on the job's reader thread)."""
+        with self._lock:
+            self.events.append(event)
+            self._apply(event)
+        self._notify(event)
+
+    def _apply(self, event: ev.Event) -> None:
+        if isinstance(event, ev.StateChanged):
+            self.state = event.state
+            if event.state == "shutting_down" and event.detail:
+                self.shutdown_reason = event.detail
+        elif isinstance(event, ev.EntrypointStarted):
+            self.entrypoint_started = event
+            self.pid = event.pid
+        elif isinstance(event, ev.RoomConnected):
+            self.connected = event
+            self.engine_url = event.url
+        elif isinstance(event, ev.ParticipantChanged):
+            if event.change == "left":
+                self.participants.pop(event.participant.identity, None)
+                for track in self.audio_tracks.values():
+                    if track.participant_identity == event.participant.identity:
+                        track.active = False
+            else:
+                self.participants[event.participant.identity] = event.participant
+        elif isinstance(event, ev.TrackChanged):
+            if event.change == "unsubscribed" and event.track.sid in self.audio_tracks:
+                self.audio_tracks[event.track.sid].active = False
+        elif isinstance(event, ev.AudioStats):
+            state = self.audio_tracks.get(event.track_sid)
+            if state is None:
+                state = self.audio_tracks[event.track_sid] = AudioTrackState(event.track_sid, event.participant_identity)
+            state.frames, state.sample_rate, state.channels = event.frames, event.sample_rate, event.channels
+            state.samples_per_frame, state.rms, state.peak = event.samples_per_frame, event.rms, event.peak
+            state.waveform, state.updated, state.active = event.waveform, event.time, True
+        elif isinstance(event, ev.DataReceived):
+            self.data_messages.append(
+                DataMessage(event.sender, event.topic, event.size, event.text, event.payload_hex, event.time)
+            )
+        elif isinstance(event, ev.LogRecord):
+            self.logs.append(event)
+        elif isinstance(event, ev.ErrorRaised):
+            self.errors.append(event)
+        elif isinstance(event, ev.LoopHealth):
+            self.unresponsive = not event.responsive
+        elif isinstance(event, ev.ShutdownStarted):
+            self.shutdown_reason = event.reason
+            remaining = max(0.0, event.deadline - time.time())
+            self._arm_kill_timer(remaining + 1.0)
+        elif isinstance(event, ev.CallbackOutcome):
+            self.callbacks[event.name] = event
+
+    def _on_finished_message(self, message: JobFinished) -> None:
+        with self._lock:
+            self._finished_msg = message
+
+    def _on_process_gone(self, exit_code: int | None) -> None:
+        """The job's channel closed: settle the final state from what the process reported or left on disk."""
+        with self._lock:
+            if self._result is not None:
+                return
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+            msg = self._finished_msg
+            if msg is not None:
+                state, reason, error, persisted = msg.state, msg.shutdown_reason, msg.error, msg.persisted
+            else:
+                on_disk = _read_result_file(self.log_dir)
+                persisted = dict(on_disk.get("persisted") or {}) if on_disk else {}
+                for name, outcome in self.callbacks.items():
+                    if outcome.status == "finished":
+                        persisted.setdefault(name, outcome.value)
+                reason = self.shutdown_reason
+                if self._kill_reason is not None:
+                    state = "killed"
+                    error = f"job process killed: {self._kill_reason}"
+                else:
+                    state = "crashed"
+                    error = f"job process died on its own ({_describe_exit(exit_code)}) before reporting a result"
+                for name in (on_disk or {}).get("pending_callbacks", []):
+                    if name not in self.callbacks:
+                        self.callbacks[name] = ev.CallbackOutcome(name=name, status="cut_off")
+            self.shutdown_reason = reason
+            self._result = JobResult(
+                state=state,
+                shutdown_reason=reason,
+                error=error,
+                persisted=persisted,
+                callbacks=tuple(self.callbacks.values()),
+                exit_code=exit_code,
+                log_dir=str(self.log_dir),
+            )
+            self._ended_at = time.time()
+            changed = self.state != state
+            self.state = state
+            final_event = ev.StateChanged(state=state, detail=error or reason)
+            if changed:
+                self.events.append(final_event)
+            waiters, self._waiters = self._waiters, []
+            self._done.set()
+        if changed:
+            self._notify(final_event)
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_resolve, fut, self._result)
+
+    def _notify(self, event: ev.Event) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        if not listeners:
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._call_listeners, listeners, event)
+                return
+            except RuntimeError:
+                pass
+        self._call_listeners(listeners, event)
+
+    def _call_listeners(self, listeners: list[Listener], event: ev.Event) -> None:
+        for listener in listeners:
+            try:
+                listener(self, event)
+            except Exception:  # a broken view must not break the model
+                import logging
+
+                logging.getLogger("nbagents").exception("job listener %r failed", listener)
+
+    def __repr__(self) -> str:
+        return f"<nbagents.Job {self.id} room={self.room!r} state={self.state}>"
+
+
+def _resolve(fut: asyncio.Future[JobResult], result: JobResult) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _read_result_file(log_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((log_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

@@ -1,0 +1,176 @@
+"""``launch()``: start a job from a notebook without blocking it.
+
+The entrypoint (and prewarm) are shipped by value at once, so an unshippable global fails the call
+itself. The job then takes a warm idle process when one fits (milliseconds) or a process freshly forked
+from the zygote (started on first use); the engine starts alongside, and its credentials reach the job
+process whenever they are ready.
+
+Rooms are created with ``departure_timeout`` (default 3 s, :data:`DEFAULT_DEPARTURE_TIMEOUT`): that many
+seconds after the last human leaves, the server closes the room, which ends the job — the livekit way,
+on every engine. Notebooks want a short one; production servers default to 20 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import string
+import threading
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from nbagents.engines.base import Credentials
+from nbagents.runtime import events as ev
+from nbagents.runtime import ipc
+from nbagents.runtime.engine_session import EngineSession, shared_engine
+from nbagents.runtime.job import Job
+from nbagents.runtime.pool import ProcessHandle, ProcessPool, shared_pool
+from nbagents.runtime.shipping import digest, ship
+
+__all__ = ["DEFAULT_DEPARTURE_TIMEOUT", "JOBS_DIR", "launch"]
+
+DEFAULT_DEPARTURE_TIMEOUT = 3
+JOBS_DIR = Path(".nbagents") / "jobs"
+PRESEND_LIMIT = 64 * 1024  # a StartJob this small is queued in the socket before the fork
+EXIT_STATUS_WAIT = 2.0
+
+logger = logging.getLogger("nbagents")
+
+
+def launch(
+    entrypoint: Callable[[Any], Awaitable[None]],
+    room: str = "demo",
+    prewarm: Callable[[Any], Any] | None = None,
+    shutdown_process_timeout: float = 60.0,
+    *,
+    departure_timeout: int = DEFAULT_DEPARTURE_TIMEOUT,
+    jobs_dir: str | Path | None = None,
+) -> Job:
+    """Run ``entrypoint(ctx)`` as a job in its own process, in ``room``; returns the :class:`Job` at once.
+
+    ``prewarm(proc)`` runs in the process before the job (in a warm idle process ahead of time, once it
+    has been used) and fills ``proc.userdata``. ``shutdown_process_timeout`` bounds the shutdown: after
+    it the process is killed, whatever ended the job. Works from a running event loop (a notebook
+    cell) and from plain synchronous code.
+    """
+    _check_entrypoint(entrypoint)
+    if prewarm is not None and not callable(prewarm):
+        raise TypeError(f"prewarm must be a function taking the JobProcess, got {type(prewarm).__name__}")
+    if not isinstance(room, str) or not room.strip():
+        raise ValueError(f"room must be a non-empty string, got {room!r}")
+    if not isinstance(shutdown_process_timeout, (int, float)) or shutdown_process_timeout <= 0:
+        raise ValueError(f"shutdown_process_timeout must be a positive number of seconds, got {shutdown_process_timeout!r}")
+    if not isinstance(departure_timeout, int) or departure_timeout < 0:
+        raise ValueError(f"departure_timeout must be a non-negative whole number of seconds, got {departure_timeout!r}")
+
+    entrypoint_blob = ship(entrypoint, role="entrypoint")
+    prewarm_spec = None
+    if prewarm is not None:
+        prewarm_blob = ship(prewarm, role="prewarm")
+        prewarm_spec = (prewarm_blob, digest(prewarm_blob))
+
+    engine = shared_engine()
+    engine.start()
+    pool = shared_pool()
+    pool.use_prewarm(prewarm_spec)
+
+    job_id = "AJ_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(12))
+    log_dir = (Path(jobs_dir) if jobs_dir is not None else JOBS_DIR).resolve() / job_id
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    job = Job(job_id, room, shutdown_process_timeout=float(shutdown_process_timeout), log_dir=log_dir, loop=loop)
+    credentials = engine.credentials
+    job.engine_url = credentials.url if credentials else None
+    start = ipc.StartJob(
+        job_id=job_id,
+        room=room,
+        entrypoint_blob=entrypoint_blob,
+        prewarm_blob=prewarm_spec[0] if prewarm_spec else None,
+        prewarm_digest=prewarm_spec[1] if prewarm_spec else None,
+        shutdown_process_timeout=float(shutdown_process_timeout),
+        departure_timeout=departure_timeout,
+        log_dir=str(log_dir),
+        credentials=_to_message(credentials) if credentials else None,
+        launched_at=job.launched_perf,
+    )
+    handle = pool.acquire(start.prewarm_digest)
+    if handle is not None:
+        _JobLink(job, handle, start, engine).begin(presented=False)
+        pool.refill()
+    else:
+        threading.Thread(target=_fork_and_begin, args=(job, pool, start, engine), name=f"nbagents-launch-{job_id}", daemon=True).start()
+    return job
+
+
+def _check_entrypoint(entrypoint: Any) -> None:
+    if not callable(entrypoint):
+        raise TypeError(f"the entrypoint must be an async function taking the JobContext, got {type(entrypoint).__name__}")
+    target = getattr(entrypoint, "func", entrypoint)  # functools.partial
+    if not (inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))):
+        name = getattr(entrypoint, "__name__", repr(entrypoint))
+        raise TypeError(f"the entrypoint {name!r} must be an async function: write `async def {name}(ctx: JobContext):`")
+
+
+def _to_message(credentials: Credentials) -> ipc.EngineCredentials:
+    return ipc.EngineCredentials(*credentials)
+
+
+def _fork_and_begin(job: Job, pool: ProcessPool, start: ipc.StartJob, engine: EngineSession) -> None:
+    first = ipc.frame(start)
+    presented = len(first) <= PRESEND_LIMIT
+    try:
+        handle = pool.fork(first if presented else None)
+    except Exception as exc:
+        job._on_event(ev.ErrorRaised(where="launch", message=f"could not start the job process: {exc}", traceback=""))
+        job._on_process_gone(None)
+        return
+    _JobLink(job, handle, start, engine).begin(presented=presented)
+    pool.refill()
+
+
+class _JobLink:
+    """Connects a Job model to its process: sends StartJob/credentials/stop, reads events."""
+
+    def __init__(self, job: Job, handle: ProcessHandle, start: ipc.StartJob, engine: EngineSession) -> None:
+        self.job, self.handle, self.start, self.engine = job, handle, start, engine
+
+    def begin(self, *, presented: bool) -> None:
+        self.job.pid = self.handle.pid
+        if not presented:
+            self.handle.channel.send(self.start)
+        if self.start.credentials is None:
+            self.engine.when_ready(self._engine_ready)
+        threading.Thread(target=self._read, name=f"nbagents-job-{self.job.id}", daemon=True).start()
+        self.job._attach(self)
+
+    def _engine_ready(self, credentials: Credentials | None, error: str | None) -> None:
+        if credentials is not None:
+            self.job.engine_url = credentials.url
+            self.handle.channel.send(_to_message(credentials))
+        else:
+            self.handle.channel.send(ipc.EngineFailed(error or "unknown error"))
+
+    def stop(self, reason: str) -> None:
+        self.handle.channel.send(ipc.StopJob(reason))
+
+    def _read(self) -> None:
+        channel = self.handle.channel
+        while True:
+            try:
+                message = channel.recv()
+            except EOFError:
+                break
+            except Exception as exc:  # a corrupt frame: report it and treat the process as gone
+                self.job._on_event(ev.ErrorRaised(where="ipc", message=f"unreadable message from the job: {exc}", traceback=""))
+                break
+            if isinstance(message, ev.Event):
+                self.job._on_event(message)
+            elif isinstance(message, ipc.JobFinished):
+                self.job._on_finished_message(message)
+        self.handle.exited.wait(EXIT_STATUS_WAIT)
+        channel.close()
+        self.job._on_process_gone(self.handle.exit_code)

@@ -1,0 +1,204 @@
+"""Watches a job's room from inside the job process and turns what happens into typed events.
+
+Audio statistics come from the monitor's own ``rtc.AudioStream`` per subscribed audio track, so they
+do not depend on (or disturb) the streams the user's entrypoint reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, Callable
+
+import numpy as np
+from livekit import rtc
+
+from nbagents.runtime import events as ev
+
+__all__ = ["RoomMonitor", "participant_info", "track_info"]
+
+AUDIO_WINDOW_SECONDS = 0.05  # ~20 updates a second
+WAVEFORM_POINTS = 64
+
+Emit = Callable[[ev.Event], None]
+
+
+def _kind_name(kind: int) -> str:
+    try:
+        return rtc.ParticipantKind.Name(kind).removeprefix("PARTICIPANT_KIND_").lower()
+    except ValueError:
+        return str(kind)
+
+
+def track_info(publication: rtc.TrackPublication) -> ev.TrackInfo:
+    kind = "audio" if publication.kind == rtc.TrackKind.KIND_AUDIO else "video"
+    try:
+        source = rtc.TrackSource.Name(publication.source).removeprefix("SOURCE_").lower()
+    except ValueError:
+        source = str(publication.source)
+    subscribed = bool(getattr(publication, "subscribed", publication.track is not None))
+    return ev.TrackInfo(publication.sid, publication.name, kind, source, bool(publication.muted), subscribed)
+
+
+def participant_info(participant: rtc.Participant, *, local: bool = False) -> ev.ParticipantInfo:
+    return ev.ParticipantInfo(
+        identity=participant.identity,
+        sid=participant.sid,
+        name=participant.name,
+        kind=_kind_name(participant.kind),
+        attributes=dict(participant.attributes),
+        metadata=participant.metadata,
+        tracks=tuple(track_info(p) for p in participant.track_publications.values()),
+        local=local,
+    )
+
+
+class RoomMonitor:
+    """Registers on ``room`` and emits participant, track, data and audio events."""
+
+    def __init__(self, room: rtc.Room, emit: Emit, report_exception: Callable[[str, BaseException], None]) -> None:
+        self._room = room
+        self._emit = emit
+        self._report = report_exception
+        self._audio_tasks: dict[str, asyncio.Task[None]] = {}
+        handlers: dict[str, Callable[..., None]] = {
+            "participant_connected": self._on_participant_connected,
+            "participant_disconnected": self._on_participant_disconnected,
+            "participant_attributes_changed": self._on_attributes,
+            "participant_metadata_changed": self._on_metadata,
+            "participant_name_changed": self._on_name,
+            "track_published": lambda pub, p: self._track("published", p, pub),
+            "track_unpublished": lambda pub, p: self._track("unpublished", p, pub),
+            "track_subscribed": self._on_track_subscribed,
+            "track_unsubscribed": self._on_track_unsubscribed,
+            "track_muted": lambda p, pub: self._track("muted", p, pub),
+            "track_unmuted": lambda p, pub: self._track("unmuted", p, pub),
+            "local_track_published": lambda pub, track: self._track("local_published", room.local_participant, pub),
+            "data_received": self._on_data,
+        }
+        for name, handler in handlers.items():
+            room.on(name, self._guard(name, handler))
+
+    def _guard(self, name: str, handler: Callable[..., None]) -> Callable[..., None]:
+        def guarded(*args: Any) -> None:
+            try:
+                handler(*args)
+            except Exception as exc:  # the monitor must never break the user's room
+                self._report(f"monitor ({name})", exc)
+
+        return guarded
+
+    def snapshot(self) -> None:
+        """Emit the current room (after connect): the agent itself and everyone already there."""
+        self._emit(ev.ParticipantChanged(change="local", participant=participant_info(self._room.local_participant, local=True)))
+        for participant in self._room.remote_participants.values():
+            self._emit(ev.ParticipantChanged(change="joined", participant=participant_info(participant)))
+            for publication in participant.track_publications.values():
+                if publication.track is not None and publication.kind == rtc.TrackKind.KIND_AUDIO:
+                    self._start_audio(publication.track, publication, participant)
+
+    async def aclose(self) -> None:
+        tasks = list(self._audio_tasks.values())
+        self._audio_tasks.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    # ---- handlers ---------------------------------------------------------------------------------
+
+    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        self._emit(ev.ParticipantChanged(change="joined", participant=participant_info(participant)))
+
+    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        self._emit(ev.ParticipantChanged(change="left", participant=participant_info(participant)))
+
+    def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        local = participant.identity == self._room.local_participant.identity
+        self._emit(
+            ev.ParticipantChanged(change="attributes", participant=participant_info(participant, local=local), changed=dict(changed))
+        )
+
+    def _on_metadata(self, participant: rtc.Participant, old: str, new: str) -> None:
+        self._emit(ev.ParticipantChanged(change="metadata", participant=participant_info(participant), changed={"metadata": new}))
+
+    def _on_name(self, participant: rtc.Participant, old: str, new: str) -> None:
+        self._emit(ev.ParticipantChanged(change="name", participant=participant_info(participant), changed={"name": new}))
+
+    def _track(self, change: str, participant: rtc.Participant, publication: rtc.TrackPublication) -> None:
+        self._emit(ev.TrackChanged(change=change, participant_identity=participant.identity, track=track_info(publication)))
+        local = participant.identity == self._room.local_participant.identity
+        self._emit(ev.ParticipantChanged(change="tracks", participant=participant_info(participant, local=local)))
+
+    def _on_track_subscribed(self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+        self._track("subscribed", participant, publication)
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            self._start_audio(track, publication, participant)
+
+    def _on_track_unsubscribed(self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+        self._track("unsubscribed", participant, publication)
+        task = self._audio_tasks.pop(publication.sid, None)
+        if task is not None:
+            task.cancel()
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        data = bytes(packet.data)
+        try:
+            text, payload_hex = data.decode("utf-8"), None
+        except UnicodeDecodeError:
+            text, payload_hex = None, data[:256].hex()
+        sender = packet.participant.identity if packet.participant is not None else ""
+        self._emit(ev.DataReceived(sender=sender, topic=packet.topic or "", size=len(data), text=text, payload_hex=payload_hex))
+
+    # ---- audio ------------------------------------------------------------------------------------
+
+    def _start_audio(self, track: rtc.Track, publication: rtc.TrackPublication, participant: rtc.Participant) -> None:
+        if publication.sid in self._audio_tasks:
+            return
+        task = asyncio.get_event_loop().create_task(self._watch_audio(track, publication.sid, participant.identity))
+        self._audio_tasks[publication.sid] = task
+
+    async def _watch_audio(self, track: rtc.Track, track_sid: str, identity: str) -> None:
+        stream = rtc.AudioStream(track)
+        frames = 0
+        window: list[np.ndarray] = []
+        window_start = time.monotonic()
+        try:
+            async for event in stream:
+                frame = event.frame
+                frames += 1
+                window.append(np.frombuffer(frame.data, dtype=np.int16))
+                now = time.monotonic()
+                if now - window_start < AUDIO_WINDOW_SECONDS:
+                    continue
+                samples = np.concatenate(window).astype(np.float32) / 32768.0
+                window.clear()
+                window_start = now
+                self._emit(
+                    ev.AudioStats(
+                        track_sid=track_sid,
+                        participant_identity=identity,
+                        frames=frames,
+                        sample_rate=frame.sample_rate,
+                        channels=frame.num_channels,
+                        samples_per_frame=frame.samples_per_channel,
+                        rms=float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0,
+                        peak=float(np.max(np.abs(samples))) if samples.size else 0.0,
+                        waveform=_decimate(samples),
+                    )
+                )
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+
+
+def _decimate(samples: np.ndarray, points: int = WAVEFORM_POINTS) -> tuple[float, ...]:
+    """Signed peak per bucket: a cheap envelope that keeps the waveform's shape and loudness."""
+    if samples.size == 0:
+        return ()
+    usable = samples[: (samples.size // points) * points] if samples.size >= points else samples
+    buckets = usable.reshape(-1, max(1, usable.size // points)) if samples.size >= points else usable.reshape(-1, 1)
+    idx = np.abs(buckets).argmax(axis=1)
+    return tuple(round(float(v), 4) for v in buckets[np.arange(buckets.shape[0]), idx])

@@ -1,0 +1,543 @@
+"""The job process: receives a job over its IPC channel, runs the entrypoint, and ends it cleanly.
+
+One process runs one job. It enforces ``shutdown_process_timeout`` itself, from a thread, on every
+ending path (``ctx.shutdown()``, ``job.stop()``, the room closing or being deleted, the server going
+away, an exception in the entrypoint, the kernel going away): when the deadline passes, it records
+which shutdown callbacks were cut off and exits. The kernel kills it one second later if it has not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import select
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from livekit import api, rtc
+
+from nbagents.runtime import events as ev
+from nbagents.runtime import ipc
+from nbagents.runtime.context import JobContext, JobProcess, _ShutdownCallback, current_process
+from nbagents.runtime.monitor import RoomMonitor, participant_info
+from nbagents.runtime.persist import EventLog, jsonable, write_json_atomic
+from nbagents.runtime.shipping import unship
+
+HEARTBEAT_SECONDS = 0.2
+UNRESPONSIVE_AFTER_SECONDS = 2.0
+BLOCKED_STOP_GRACE_SECONDS = 3.0
+ENTRYPOINT_GRACE_SECONDS = 0.5
+DISCONNECT_TIMEOUT_SECONDS = 3.0
+AUDIO_LOG_EVERY = 20  # one AudioStats of 20 (about one a second per track) goes to the on-disk log
+
+logger = logging.getLogger("nbagents.job")
+
+
+def process_main(sock_fd: int) -> int:
+    """Entry of a freshly forked job process: wait (idle) for a job, then run it."""
+    channel = ipc.Channel(_socket_from_fd(sock_fd))
+    proc = current_process()
+    channel.send(ipc.ProcessReady(os.getpid(), None))
+    warm = False
+    while True:
+        if not warm and not _readable(channel, 0):
+            _warm_up()  # nobody is waiting for this process yet: pay the one-off costs now
+            warm = True
+        try:
+            message = channel.recv()
+        except EOFError:
+            return 0
+        if isinstance(message, ipc.Prewarm):
+            error = _run_prewarm(proc, message.blob)
+            proc._prewarm_digest = None if error else message.digest  # type: ignore[attr-defined]
+            channel.send(ipc.ProcessReady(os.getpid(), message.digest, error))
+            warm = True
+        elif isinstance(message, ipc.StartJob):
+            return JobRuntime(channel, message, proc, warm=warm).run()
+
+
+def _socket_from_fd(fd: int) -> Any:
+    import socket
+
+    return socket.socket(fileno=fd)
+
+
+def _readable(channel: ipc.Channel, timeout: float) -> bool:
+    ready, _, _ = select.select([channel.sock], [], [], timeout)
+    return bool(ready)
+
+
+def _warm_up() -> None:
+    """Start the livekit FFI runtime (threads) — only after the fork, never in the zygote."""
+    from livekit.rtc._ffi_client import FfiClient
+
+    FfiClient.instance  # noqa: B018
+
+
+def _run_prewarm(proc: JobProcess, blob: bytes) -> str | None:
+    try:
+        fnc = unship(blob)
+        fnc(proc)
+        return None
+    except BaseException:
+        return traceback.format_exc()
+
+
+class JobRuntime:
+    """Runs one job in this process: lifecycle, events, deadline, persisted state."""
+
+    def __init__(self, channel: ipc.Channel, start: ipc.StartJob, proc: JobProcess, *, warm: bool) -> None:
+        self.channel = channel
+        self.start = start
+        self.proc = proc
+        self.warm = warm
+        self.log_dir = Path(start.log_dir)
+        self.kernel_alive = True
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ctx: JobContext | None = None
+        self.token_claims: Any = None
+        self.entrypoint_error: str | None = None
+        self.failure: str | None = None
+        self.shutdown_reason: str | None = None
+        self.deadline: float | None = None
+        self.callback_outcomes: dict[str, ev.CallbackOutcome] = {}
+        self.callback_tasks: dict[str, asyncio.Task[Any]] = {}
+        self.finished = threading.Event()
+        self._finish_lock = threading.Lock()
+        self._credentials: ipc.EngineCredentials | None = start.credentials
+        self._engine_error: str | None = None
+        self._credentials_ready = threading.Event()
+        if self._credentials is not None:
+            self._credentials_ready.set()
+        self._credentials_future: asyncio.Future[None] | None = None
+        self._shutdown_future: asyncio.Future[str] | None = None
+        self._close_hooks: list[Callable[[], Awaitable[Any]]] = []
+        self._last_beat = time.monotonic()
+        self._audio_count = 0
+        self._state = "starting"
+
+    # ---- the process ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.event_log = EventLog(self.log_dir / "events.jsonl")
+        self._redirect_output()
+        self._install_logging()
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self._credentials_future = self.loop.create_future()
+        self._shutdown_future = self.loop.create_future()
+        if self._credentials is not None:
+            self._credentials_future.set_result(None)
+        threading.Thread(target=self._read_kernel, name="nbagents-ipc", daemon=True).start()
+        threading.Thread(target=self._watchdog, name="nbagents-watchdog", daemon=True).start()
+        self.loop.call_soon(self._beat)
+        try:
+            self.loop.run_until_complete(self._main())
+        except BaseException:
+            self.failure = self.failure or traceback.format_exc()
+            self._finish("failed")
+        os._exit(0)
+
+    def _redirect_output(self) -> None:
+        """Native output (and anything not captured) goes to output.log; Python prints become log events."""
+        fd = os.open(self.log_dir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stdout = _EventStream(self, "PRINT", sys.stdout)
+        sys.stderr = _EventStream(self, "STDERR", sys.stderr)
+
+    def _install_logging(self) -> None:
+        root = logging.getLogger()
+        root.handlers = [h for h in root.handlers if not isinstance(h, _EventLogHandler)]
+        root.addHandler(_EventLogHandler(self))
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+        logging.getLogger("livekit").setLevel(logging.WARNING)
+
+    # ---- events -----------------------------------------------------------------------------------
+
+    def emit(self, event: ev.Event) -> None:
+        """Send an event to the kernel and append it to the on-disk event log (safe from any thread)."""
+        if self.kernel_alive and not self.channel.send(event):
+            self.kernel_alive = False
+        if isinstance(event, ev.AudioStats):
+            self._audio_count += 1
+            if self._audio_count % AUDIO_LOG_EVERY:
+                return
+            record = event.to_json()
+            record.pop("waveform", None)
+        else:
+            record = event.to_json()
+        with contextlib.suppress(OSError):
+            self.event_log.append(record)
+
+    def set_state(self, state: str, detail: str = "") -> None:
+        self._state = state
+        self.emit(ev.StateChanged(state=state, detail=detail))
+
+    def report_exception(self, where: str, exc: BaseException) -> None:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.emit(ev.ErrorRaised(where=where, message=f"{type(exc).__name__}: {exc}", traceback=tb))
+
+    # ---- the kernel side of the channel -----------------------------------------------------------
+
+    def _read_kernel(self) -> None:
+        assert self.loop is not None
+        while True:
+            try:
+                message = self.channel.recv()
+            except EOFError:
+                self.kernel_alive = False
+                self._request_shutdown_threadsafe("the notebook kernel exited")
+                return
+            if isinstance(message, ipc.EngineCredentials):
+                self._credentials = message
+                self._credentials_ready.set()
+                self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
+            elif isinstance(message, ipc.EngineFailed):
+                self._engine_error = message.message
+                self._credentials_ready.set()
+                self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
+            elif isinstance(message, ipc.StopJob):
+                self._request_shutdown_threadsafe(message.reason)
+
+    def _request_shutdown_threadsafe(self, reason: str) -> None:
+        assert self.loop is not None
+        self._arm_deadline()
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.request_shutdown, reason)
+
+    # ---- credentials and connection ---------------------------------------------------------------
+
+    def credentials_blocking(self, timeout: float) -> tuple[str, str, str]:
+        if not self._credentials_ready.wait(timeout):
+            raise RuntimeError(f"the LiveKit server was not ready after {timeout:.0f} s")
+        return self._credentials_tuple()
+
+    def _credentials_tuple(self) -> tuple[str, str, str]:
+        if self._engine_error is not None:
+            raise RuntimeError(f"the LiveKit server could not be started: {self._engine_error}")
+        assert self._credentials is not None
+        return self._credentials.url, self._credentials.api_key, self._credentials.api_secret
+
+    def on_close(self, hook: Callable[[], Awaitable[Any]]) -> None:
+        self._close_hooks.append(hook)
+
+    async def connect_room(self, ctx: JobContext, options: rtc.RoomOptions) -> None:
+        t0 = time.perf_counter()
+        assert self._credentials_future is not None
+        await self._credentials_future
+        url, key, secret = self._credentials_tuple()
+        room_name = self.start.room
+        await ctx.api.room.create_room(
+            api.CreateRoomRequest(name=room_name, departure_timeout=self.start.departure_timeout, empty_timeout=300)
+        )
+        token = (
+            api.AccessToken(key, secret)
+            .with_identity(ctx.local_participant_identity)
+            .with_kind("agent")
+            .with_grants(
+                api.VideoGrants(room_join=True, room=room_name, agent=True, can_update_own_metadata=True)
+            )
+        )
+        self.token_claims = token.claims if hasattr(token, "claims") else None
+        await ctx.room.connect(url, token.to_jwt(), options)
+        self.emit(
+            ev.RoomConnected(
+                room=room_name,
+                room_sid=await _room_sid(ctx.room),
+                url=url,
+                identity=ctx.local_participant_identity,
+                seconds=time.perf_counter() - t0,
+            )
+        )
+        self.monitor.snapshot()
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        start = self.start
+        ctx = JobContext(runtime=self, proc=self.proc, job_id=start.job_id, room_name=start.room)
+        self.ctx = ctx
+        self.monitor = RoomMonitor(ctx.room, self.emit, self.report_exception)
+        ctx.room.on("disconnected", self._on_disconnected)
+        self.loop.set_exception_handler(self._loop_exception)  # type: ignore[union-attr]
+        write_json_atomic(self.log_dir / "result.json", self._result_document("starting"))
+        if start.prewarm_blob is not None and getattr(self.proc, "_prewarm_digest", None) != start.prewarm_digest:
+            error = _run_prewarm(self.proc, start.prewarm_blob)
+            if error is not None:
+                self.failure = f"prewarm raised:\n{error}"
+                self.emit(ev.ErrorRaised(where="prewarm", message=error.strip().splitlines()[-1], traceback=error))
+                self.request_shutdown("prewarm raised")
+        entrypoint = unship(start.entrypoint_blob)
+        self.set_state("running")
+        if self.failure is None:
+            self.emit(ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
+            entry_task = asyncio.ensure_future(entrypoint(ctx))
+            entry_task.add_done_callback(self._on_entrypoint_done)
+        else:
+            entry_task = None
+        assert self._shutdown_future is not None
+        reason = await self._shutdown_future
+        await self._shut_down(entry_task, reason)
+
+    def request_shutdown(self, reason: str) -> None:
+        """First request wins; later ones are ignored (the reason of the first is kept)."""
+        self._arm_deadline()
+        if self._shutdown_future is not None and not self._shutdown_future.done():
+            self.shutdown_reason = reason
+            self._shutdown_future.set_result(reason)
+
+    def _on_entrypoint_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.entrypoint_error = tb
+            self.emit(ev.ErrorRaised(where="entrypoint", message=f"{type(exc).__name__}: {exc}", traceback=tb))
+            self.request_shutdown(f"the entrypoint raised {type(exc).__name__}: {exc}")
+
+    def _on_disconnected(self, reason: Any = None) -> None:
+        try:
+            name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else str(reason)
+        except ValueError:
+            name = str(reason)
+        self.request_shutdown(f"room disconnected ({name})")
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, BaseException):
+            self.report_exception(context.get("message", "event loop"), exc)
+        else:
+            self.emit(ev.ErrorRaised(where="event loop", message=str(context.get("message")), traceback=""))
+
+    async def _shut_down(self, entry_task: asyncio.Task[Any] | None, reason: str) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        self._arm_deadline()
+        names = tuple(cb.name for cb in ctx._shutdown_callbacks)
+        self.set_state("shutting_down", reason)
+        self.emit(ev.ShutdownStarted(reason=reason, deadline=self.deadline or 0.0, callbacks=names))
+        write_json_atomic(self.log_dir / "result.json", self._result_document("shutting_down"))
+        if entry_task is not None and not entry_task.done():
+            await asyncio.wait([entry_task], timeout=ENTRYPOINT_GRACE_SECONDS)
+            if not entry_task.done():
+                entry_task.cancel()
+                await asyncio.wait([entry_task], timeout=ENTRYPOINT_GRACE_SECONDS)
+        for task in list(ctx._participant_tasks.values()):
+            task.cancel()
+        await self.monitor.aclose()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ctx.room.disconnect(), DISCONNECT_TIMEOUT_SECONDS)
+        tasks = [asyncio.ensure_future(self._run_callback(cb, reason)) for cb in ctx._shutdown_callbacks]
+        if tasks:
+            await asyncio.wait(tasks)
+        for hook in self._close_hooks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(hook(), 1.0)
+        failed = self.entrypoint_error is not None or self.failure is not None or any(
+            o.status == "failed" for o in self.callback_outcomes.values()
+        )
+        self._finish("failed" if failed else "succeeded")
+
+    async def _run_callback(self, callback: _ShutdownCallback, reason: str) -> None:
+        started = time.time()
+        task = asyncio.current_task()
+        assert task is not None
+        self.callback_tasks[callback.name] = task
+        try:
+            result = callback.fnc(reason) if callback.takes_reason else callback.fnc()
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                result = await result
+        except BaseException as exc:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            outcome = ev.CallbackOutcome(name=callback.name, status="failed", error=tb, started=started, ended=time.time())
+            self.emit(ev.ErrorRaised(where=f"shutdown callback {callback.name}", message=f"{type(exc).__name__}: {exc}", traceback=tb))
+        else:
+            ok, value = jsonable(result)
+            if ok:
+                outcome = ev.CallbackOutcome(name=callback.name, status="finished", value=value, started=started, ended=time.time())
+            else:
+                outcome = ev.CallbackOutcome(
+                    name=callback.name,
+                    status="failed",
+                    error=f"returned a value that is not JSON-serializable ({value}); return dicts, lists, str, numbers",
+                    started=started,
+                    ended=time.time(),
+                )
+        finally:
+            self.callback_tasks.pop(callback.name, None)
+        with self._finish_lock:
+            if self.finished.is_set():
+                return
+            self.callback_outcomes[callback.name] = outcome
+            self.emit(outcome)
+            write_json_atomic(self.log_dir / "result.json", self._result_document("shutting_down"))
+
+    # ---- ending: normal and at the deadline -------------------------------------------------------
+
+    def _arm_deadline(self) -> None:
+        """Start the shutdown clock (once): the watchdog thread ends the process when it runs out."""
+        if self.deadline is None:
+            self.deadline = time.time() + self.start.shutdown_process_timeout
+
+    def _finish(self, state: str, extra_error: str | None = None) -> None:
+        """Write the final result, tell the kernel, close the log. Runs once (loop or watchdog thread)."""
+        with self._finish_lock:
+            if self.finished.is_set():
+                return
+            errors = [e for e in (self.failure, self.entrypoint_error, extra_error) if e]
+            errors += [f"shutdown callback {o.name} failed:\n{o.error}" for o in self.callback_outcomes.values() if o.status == "failed"]
+            error = "\n".join(errors) or None
+            document = self._result_document(state, error)
+            with contextlib.suppress(OSError):
+                write_json_atomic(self.log_dir / "result.json", document)
+            self._state = state
+            self.emit(ev.StateChanged(state=state, detail=self.shutdown_reason or ""))
+            self.channel.send(
+                ipc.JobFinished(state=state, shutdown_reason=self.shutdown_reason or "", error=error, persisted=document["persisted"])
+            )
+            with contextlib.suppress(OSError):
+                self.event_log.close()
+            self.finished.set()
+
+    def _result_document(self, state: str, error: str | None = None) -> dict[str, Any]:
+        ctx = self.ctx
+        pending = [cb.name for cb in (ctx._shutdown_callbacks if ctx else []) if cb.name not in self.callback_outcomes]
+        return {
+            "job_id": self.start.job_id,
+            "room": self.start.room,
+            "pid": os.getpid(),
+            "state": state,
+            "shutdown_reason": self.shutdown_reason or "",
+            "error": error,
+            "persisted": {n: o.value for n, o in self.callback_outcomes.items() if o.status == "finished"},
+            "callbacks": {n: o.to_json() for n, o in self.callback_outcomes.items()},
+            "pending_callbacks": pending,
+            "deadline": self.deadline,
+            "written_at": time.time(),
+        }
+
+    def _beat(self) -> None:
+        self._last_beat = time.monotonic()
+        assert self.loop is not None
+        self.loop.call_later(HEARTBEAT_SECONDS, self._beat)
+
+    def _watchdog(self) -> None:
+        """Reports a blocked event loop, and ends the process at the shutdown deadline."""
+        blocked_reported = False
+        stop_seen_blocked_at: float | None = None
+        while not self.finished.wait(0.05):
+            blocked = time.monotonic() - self._last_beat
+            if blocked > UNRESPONSIVE_AFTER_SECONDS and not blocked_reported:
+                blocked_reported = True
+                self.emit(ev.LoopHealth(responsive=False, blocked_seconds=round(blocked, 2)))
+                self.emit(ev.LogRecord(level="WARNING", logger="nbagents", message=f"the job's event loop has been blocked for {blocked:.1f} s"))
+            elif blocked < HEARTBEAT_SECONDS * 3 and blocked_reported:
+                blocked_reported = False
+                self.emit(ev.LoopHealth(responsive=True, blocked_seconds=0.0))
+            if self.deadline is None:
+                continue
+            now = time.time()
+            if not blocked_reported:
+                stop_seen_blocked_at = None
+            elif self._state != "shutting_down":
+                stop_seen_blocked_at = stop_seen_blocked_at or now
+                if now - stop_seen_blocked_at > BLOCKED_STOP_GRACE_SECONDS:
+                    self._cut_off(f"the event loop was blocked for {blocked:.1f} s and could not shut down")
+            if now >= self.deadline:
+                self._cut_off(f"shutdown_process_timeout ({self.start.shutdown_process_timeout:g} s) exceeded")
+
+    def _cut_off(self, why: str) -> None:
+        ctx = self.ctx
+        for cb in ctx._shutdown_callbacks if ctx else []:
+            if cb.name in self.callback_outcomes:
+                continue
+            task = self.callback_tasks.get(cb.name)
+            where = _coroutine_stack(task) if task is not None else "not started"
+            outcome = ev.CallbackOutcome(name=cb.name, status="cut_off", error=f"cut off: {why}\n{where}", started=None, ended=time.time())
+            self.callback_outcomes[cb.name] = outcome
+            self.emit(outcome)
+        self.emit(ev.LogRecord(level="ERROR", logger="nbagents", message=f"killing the job process: {why}"))
+        self._finish("killed", extra_error=f"killed: {why}")
+        os._exit(1)
+
+
+def _coroutine_stack(task: asyncio.Task[Any]) -> str:
+    """Where a (still running) callback is stuck: the innermost frames of its coroutine chain."""
+    try:
+        coro: Any = task.get_coro()
+        lines = []
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                lines.extend(traceback.format_stack(frame, limit=1))
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        return "".join(lines)
+    except Exception:  # best effort while the loop thread may be running
+        return ""
+
+
+async def _room_sid(room: rtc.Room) -> str:
+    try:
+        return await asyncio.wait_for(room.sid, 1.0)  # type: ignore[arg-type]
+    except Exception:
+        return ""
+
+
+def _set_result(fut: asyncio.Future[Any] | None, value: Any) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(value)
+
+
+class _EventLogHandler(logging.Handler):
+    def __init__(self, runtime: JobRuntime) -> None:
+        super().__init__(logging.INFO)
+        self.runtime = runtime
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            self.runtime.emit(ev.LogRecord(level=record.levelname, logger=record.name, message=message))
+        except Exception:
+            pass
+
+
+class _EventStream(io.TextIOBase):
+    """sys.stdout/err of the job: each complete line becomes a LogRecord; everything also goes to output.log."""
+
+    def __init__(self, runtime: JobRuntime, level: str, raw: Any) -> None:
+        self.runtime, self.level, self.raw = runtime, level, raw
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(Exception):
+            self.raw.write(text)
+            self.raw.flush()
+        self._buffer += text
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            self.runtime.emit(ev.LogRecord(level=self.level, logger="stdout" if self.level == "PRINT" else "stderr", message=line))
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(Exception):
+            self.raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+
+__all__ = ["JobRuntime", "process_main", "participant_info"]
