@@ -144,7 +144,7 @@ class _JobWatcher:
             if event.change == "left":
                 return f"agent sees {p.identity!r} leave"
         if kind == "track" and event.change == "subscribed":
-            return f"agent subscribed to {event.participant_identity!r}'s {event.track.kind} track {event.track.sid}"
+            return f"agent subscribed to the {event.track.kind} track {event.track.sid} of {event.participant_identity!r}"
         if kind == "audio" and event.track_sid not in self._audio_reported and event.frames:
             self._audio_reported.add(event.track_sid)
             return (
@@ -167,7 +167,8 @@ class _JobWatcher:
         deadline = time.monotonic() + timeout
         while not condition():
             if self.job.done and not condition():
-                raise DemoFailed(f"the job ended ({self.job.state}) before {what}")
+                why = f": {self.job.errors[-1].message}" if self.job.errors else ""
+                raise DemoFailed(f"the job ended ({self.job.state}) before {what}{why}")
             self._changed.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import os
-
 from nbagents.engines.base import Credentials
+
+ENGINE_START_TIMEOUT = 120.0
 
 
 def kernel_credentials() -> Credentials:
-    """Credentials of the kernel's shared engine (started on first use)."""
-    url = os.environ.get("LIVEKIT_URL")
-    if url:
-        return Credentials(url, os.environ.get("LIVEKIT_API_KEY", ""), os.environ.get("LIVEKIT_API_SECRET", ""))
-    raise RuntimeError("no LiveKit server: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
+    """Credentials of the kernel's shared engine, started now if no job has started it yet (blocks)."""
+    from nbagents.runtime.engine_session import shared_engine
+    from nbagents.sim._participant import SimError
+
+    try:
+        return shared_engine().wait(ENGINE_START_TIMEOUT)
+    except (RuntimeError, TimeoutError) as exc:
+        raise SimError(
+            f"no LiveKit server for the simulated participant: the kernel's engine failed to start ({exc}). "
+            "Pass credentials=(url, api_key, api_secret) to join a server you run yourself."
+        ) from None
