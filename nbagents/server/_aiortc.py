@@ -87,3 +87,9 @@ def payload_type(transceiver: RTCRtpTransceiver, mime_type: str) -> int | None:
         if codec.mimeType.lower() == mime_type.lower():
             return codec.payloadType
     return None
+
+
+def first_mime_type(transceiver: RTCRtpTransceiver) -> str:
+    """The preferred negotiated codec's MIME type on ``transceiver`` ("" if none)."""
+    codecs = getattr(transceiver, "_codecs", [])
+    return codecs[0].mimeType if codecs else ""

@@ -22,6 +22,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCDataChannel,
+    RTCIceCandidate,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpTransceiver,
@@ -83,6 +84,11 @@ class AudioFanout:
         return True
 
 
+def discard_media(receiver: RTCRtpReceiver) -> None:
+    """Drop every packet ``receiver`` gets before aiortc buffers or decodes it (media that is not relayed)."""
+    _aiortc.tap_rtp(receiver, lambda packet: False)
+
+
 class ForwardedAudioTrack(MediaStreamTrack):
     """Yields already-encoded Opus packets (``av.Packet``); aiortc's sender packs them without re-encoding."""
 
@@ -121,19 +127,39 @@ def _configuration() -> RTCConfiguration:
     return RTCConfiguration(iceServers=[])
 
 
-async def add_ice_candidate(pc: RTCPeerConnection, candidate_init: str) -> None:
-    """Apply a trickled candidate (``TrickleRequest.candidateInit`` is the browser's JSON RTCIceCandidateInit)."""
-    init = json.loads(candidate_init)
-    text = init.get("candidate") or ""
-    if not text:  # end-of-candidates
-        return
-    candidate = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
-    candidate.sdpMid = init.get("sdpMid")
-    candidate.sdpMLineIndex = init.get("sdpMLineIndex")
-    await pc.addIceCandidate(candidate)
+class _TrickleTarget:
+    """Applies trickled remote candidates, holding those that arrive before the remote description.
+
+    Clients send candidates as soon as they gather them, which can be before the offer or answer they
+    belong to has been applied here; aiortc would drop those.
+    """
+
+    pc: RTCPeerConnection
+
+    def __init__(self) -> None:
+        self._early_candidates: list[RTCIceCandidate] = []
+
+    async def add_candidate(self, candidate_init: str) -> None:
+        """Apply a trickled candidate (``TrickleRequest.candidateInit`` is the browser's JSON RTCIceCandidateInit)."""
+        init = json.loads(candidate_init)
+        text = init.get("candidate") or ""
+        if not text:  # end-of-candidates
+            return
+        candidate = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+        candidate.sdpMid = init.get("sdpMid")
+        candidate.sdpMLineIndex = init.get("sdpMLineIndex")
+        if self.pc.remoteDescription is None:
+            self._early_candidates.append(candidate)
+        else:
+            await self.pc.addIceCandidate(candidate)
+
+    async def _apply_early_candidates(self) -> None:
+        early, self._early_candidates = self._early_candidates, []
+        for candidate in early:
+            await self.pc.addIceCandidate(candidate)
 
 
-class PublisherPeer:
+class PublisherPeer(_TrickleTarget):
     """The client's publisher PeerConnection, seen from the server: the client offers, the server answers."""
 
     def __init__(
@@ -142,6 +168,7 @@ class PublisherPeer:
         on_track_stopped: Callable[[MediaSection], None],
         on_data: Callable[[str, bytes], None],
     ) -> None:
+        super().__init__()
         self.pc = RTCPeerConnection(_configuration())
         self._on_track = on_track
         self._on_track_stopped = on_track_stopped
@@ -156,6 +183,7 @@ class PublisherPeer:
         sections = {s.mid: s for s in media_sections(offer_sdp)}
         async with self._lock:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await self._apply_early_candidates()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
             self._sections = sections
@@ -183,13 +211,14 @@ class PublisherPeer:
         await self.pc.close()
 
 
-class SubscriberPeer:
+class SubscriberPeer(_TrickleTarget):
     """The client's subscriber PeerConnection: the server offers other participants' tracks and its data channels.
 
     Offers are serialized: while one waits for its answer, further changes are folded into one more offer.
     """
 
     def __init__(self, send_offer: Callable[[str], None]) -> None:
+        super().__init__()
         self.pc = RTCPeerConnection(_configuration())
         self._send_offer = send_offer
         self._channels = {
@@ -259,6 +288,7 @@ class SubscriberPeer:
 
     async def apply_answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        await self._apply_early_candidates()
         self._awaiting_answer = False
         if self._renegotiate:
             self._renegotiate = False

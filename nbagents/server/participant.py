@@ -23,7 +23,7 @@ from livekit.protocol import rtc as signal
 from nbagents.server import _aiortc
 from nbagents.server._ids import new_sid
 from nbagents.server.auth import Claims
-from nbagents.server.media import AudioFanout, PublisherPeer, SubscriberPeer, add_ice_candidate
+from nbagents.server.media import AudioFanout, PublisherPeer, SubscriberPeer, discard_media
 from nbagents.server.rooms import Room
 from nbagents.server.sdp import MediaSection
 
@@ -33,8 +33,6 @@ SERVER_VERSION = "1.9.0"  # the livekit-server protocol level this server speaks
 PROTOCOL_VERSION = 16
 PING_INTERVAL = 5
 PING_TIMEOUT = 15
-VIDEO_REFUSAL = ("the embedded nbagents server relays audio and data only; publish video against "
-                 "livekit-server or LiveKit Cloud")
 _OK = signal.RequestResponse.Reason.OK
 _NOT_ALLOWED = signal.RequestResponse.Reason.NOT_ALLOWED
 
@@ -154,8 +152,8 @@ class Participant:
         await self.subscriber.apply_answer(answer.sdp)
 
     async def _on_trickle(self, trickle: signal.TrickleRequest) -> None:
-        pc = self.subscriber.pc if trickle.target == signal.SignalTarget.SUBSCRIBER else self.publisher.pc
-        await add_ice_candidate(pc, trickle.candidateInit)
+        peer = self.subscriber if trickle.target == signal.SignalTarget.SUBSCRIBER else self.publisher
+        await peer.add_candidate(trickle.candidateInit)
 
     async def _on_ping(self, timestamp: int) -> None:
         self.send(signal.SignalResponse(pong=int(time.time() * 1000)))
@@ -177,7 +175,8 @@ class Participant:
         info = models.TrackInfo(
             sid=new_sid("TR_"), type=request.type, name=request.name, muted=request.muted, source=request.source,
             disable_dtx=request.disable_dtx, stereo=request.stereo, disable_red=True, stream=request.stream,
-            mime_type="audio/opus",
+            width=request.width, height=request.height, simulcast=len(request.layers) > 1, layers=request.layers,
+            mime_type="audio/opus" if request.type == models.TrackType.AUDIO else "",
         )
         self._pending[request.cid] = info
         self.send(signal.SignalResponse(track_published=signal.TrackPublishedResponse(cid=request.cid, track=info)))
@@ -188,8 +187,6 @@ class Participant:
             return "token does not grant canPublish"
         if perm.can_publish_sources and request.source not in perm.can_publish_sources:
             return f"token does not allow publishing source {models.TrackSource.Name(request.source)}"
-        if request.type != models.TrackType.AUDIO:
-            return VIDEO_REFUSAL
         return None
 
     async def _on_mute(self, mute: signal.MuteTrackRequest) -> None:
@@ -275,7 +272,12 @@ class Participant:
         if section.kind == "audio" and opus is not None:
             fanout = AudioFanout(transceiver.receiver, opus)
         else:
-            log.warning("%s: track %s has no Opus codec; it is announced but not relayed", self.identity, info.sid)
+            # Video (or audio without Opus) is accepted so the client's publish succeeds, announced so others
+            # see the publication, and its packets are dropped on arrival: never decoded, never relayed.
+            discard_media(transceiver.receiver)
+            info.mime_type = info.mime_type or _aiortc.first_mime_type(transceiver)
+            log.info("%s: %s track %s is accepted but not relayed (the embedded server relays audio only)",
+                     self.identity, section.kind, info.sid)
         track = PublishedTrack(info=info, mid=section.mid, fanout=fanout)
         self.published[info.sid] = track
         log.info("%s published %s", self.identity, info.sid)
