@@ -157,6 +157,31 @@ def _names_bound(stmt: ast.stmt) -> set[str]:
     return bound
 
 
+CREDENTIAL_ENV = frozenset({"LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"})
+
+
+def _refuse_literal_credentials(cell: ParsedCell, stmt: ast.stmt) -> None:
+    """A worker script must not carry LiveKit credentials: refuse code that writes them as literals."""
+    for node in ast.walk(stmt):
+        literal = False
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            literal = any(
+                isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant) and t.slice.value in CREDENTIAL_ENV
+                for t in node.targets
+            )
+        elif isinstance(node, ast.keyword) and node.arg in ("api_key", "api_secret"):
+            literal = isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "setdefault":
+            literal = bool(node.args) and isinstance(node.args[0], ast.Constant) and node.args[0].value in CREDENTIAL_ENV
+        if literal:
+            raise ExportError(
+                f"{cell.cell.label}, line {cell.cell_line(getattr(node, 'lineno', stmt.lineno))}: this code writes a "
+                "LiveKit API key or secret as a literal, and the export never puts credentials into a script. "
+                "Set LIVEKIT_API_KEY / LIVEKIT_API_SECRET in the environment (the worker reads them from there), "
+                "or tag the cell nbagents-skip."
+            )
+
+
 class _Analyser:
     def __init__(self) -> None:
         self.notebook_only: dict[str, str] = dict(IPYTHON_BUILTINS)
@@ -237,6 +262,7 @@ class _Analyser:
                 self.drop_reasons[name] = reasons[0]
                 self._mark_notebook_only(name, f"set by notebook-only code in cell {cell.cell.number}")
             return plan
+        _refuse_literal_credentials(cell, stmt)
         for name in _names_bound(stmt):
             self._bind(name, cell, stmt)
         return plan

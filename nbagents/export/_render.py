@@ -17,7 +17,13 @@ from nbagents.export._read import CodeCell
 MARK = "[nbagents]"
 
 
+_CREDENTIAL_WORDS = ("secret", "api_key", "credential", "token")
+
+
 def _commented(lines: list[str]) -> list[str]:
+    """Dropped code shown as comments, unless it may carry credentials: those never reach a script."""
+    if any(word in line.lower() for line in lines for word in _CREDENTIAL_WORDS):
+        return [f"# ({len(lines)} line{'s' if len(lines) != 1 else ''} not shown: they handle LiveKit credentials)"]
     return [f"# {line}".rstrip() for line in lines]
 
 
@@ -44,7 +50,7 @@ def _render_group(cell: ParsedCell, group: list[Plan]) -> list[str]:
         elif plan.action == "hoist":
             out.append(f"# {MARK} moved to the top of the script: {ast.unparse(plan.stmt)}")
         else:
-            out.append(f"# {MARK} notebook only ({plan.reason}): {ast.unparse(plan.stmt)}")
+            out.append(f"# {MARK} notebook only ({plan.reason}): " + _commented([ast.unparse(plan.stmt)])[0][2:])
     return out
 
 
