@@ -44,6 +44,13 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbagents``: registers the ``%agent`` / ``%%agent`` magics."""
-    from nbagents.magics import load_ipython_extension as load
+    from nbagents._extension import load_ipython_extension as load
 
     load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nbagents``: removes the magics again."""
+    from nbagents._extension import unload_ipython_extension as unload
+
+    unload(ipython)
