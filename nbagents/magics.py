@@ -163,10 +163,10 @@ class AgentMagics(Magics):
         return _wait_for(_find_job(args.id), "wait")
 
     def _logs(self, args: argparse.Namespace) -> None:
+        threshold = _level_number(args.level) if args.level else None
         job = _find_job(args.id)
         records = list(job.logs)
-        if args.level:
-            threshold = _level_number(args.level)
+        if threshold is not None:
             records = [r for r in records if _level_number(r.level) >= threshold]
         if args.tail is not None:
             records = records[-args.tail :] if args.tail > 0 else []

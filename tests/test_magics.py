@@ -1,0 +1,175 @@
+"""The ``agent`` magics driven through IPython's own shell, launching real jobs against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+import time
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from nbagents.runtime.engine_session import shared_engine
+from nbagents.runtime.job import Job, JobResult, jobs
+
+WAIT = 60.0
+
+
+@pytest.fixture
+def shell(lk_server):
+    """IPython's shell with ``%load_ext nbagents``; jobs it launches run against the session's server."""
+    shared_engine().use((lk_server.url, lk_server.api_key, lk_server.api_secret))
+    ipython = InteractiveShell.instance()
+    ipython.colors = "nocolor"
+    ok(ipython.run_cell("%load_ext nbagents"))
+    yield ipython
+    for job in jobs():
+        if not job.done:
+            job.request_stop("test over")
+    ipython.run_cell("%unload_ext nbagents")
+
+
+def ok(result):
+    """The result of a cell that must have run without error."""
+    assert result.error_before_exec is None and result.error_in_exec is None, (
+        result.error_before_exec or result.error_in_exec
+    )
+    return result.result
+
+
+def wait_until(predicate, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def room_name() -> str:
+    return "mg-" + secrets.token_hex(4)
+
+
+AGENT_CELL = '''\
+%%agent --room {room} --timeout 5
+import logging
+
+async def entrypoint(ctx):
+    await ctx.connect()
+    logging.getLogger("cell-agent").warning("greeting is %s", GREETING)
+    await ctx.room.local_participant.publish_data(GREETING)
+
+    async def remember():
+        return {{"greeting": GREETING}}
+
+    ctx.add_shutdown_callback(remember)
+'''
+
+
+def test_syntax_error_launches_nothing_and_says_so(shell, capsys):
+    before = len(jobs())
+    shell.user_ns.pop("entrypoint", None)
+    result = shell.run_cell(f"%%agent --room {room_name()}\nasync def entrypoint(ctx):\n    await ctx.connect(\n")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "syntax error on line 2 of the cell; nothing was run or launched" in str(result.error_in_exec)
+    assert "SyntaxError" in capsys.readouterr().out  # shown like any cell's syntax error
+    assert len(jobs()) == before
+    assert "entrypoint" not in shell.user_ns
+
+
+def test_a_cell_that_raises_or_defines_no_entrypoint_launches_nothing(shell):
+    before = len(jobs())
+    raised = shell.run_cell(f"%%agent --room {room_name()}\nx = 1 / 0\nasync def entrypoint(ctx): pass\n")
+    assert isinstance(raised.error_in_exec, ZeroDivisionError)
+    if sys.version_info >= (3, 11):  # exception notes exist from 3.11 on
+        assert "so nothing was launched" in "\n".join(raised.error_in_exec.__notes__)
+    missing = shell.run_cell(f"%%agent --room {room_name()} --entrypoint my_agent\ny = 2\n")
+    assert isinstance(missing.error_in_exec, UsageError)
+    assert "does not define 'my_agent'" in str(missing.error_in_exec)
+    not_async = shell.run_cell(f"%%agent --room {room_name()}\ndef entrypoint(ctx): pass\n")
+    assert "must be an async function" in str(not_async.error_in_exec)
+    bad_timeout = shell.run_cell(f"%%agent --room {room_name()} --timeout -1\nasync def entrypoint(ctx): pass\n")
+    assert "--timeout must be a positive number" in str(bad_timeout.error_in_exec)
+    assert len(jobs()) == before
+
+
+def test_launch_list_logs_stop_and_wait(shell, capsys):
+    room = room_name()
+    ok(shell.run_cell('GREETING = "hello from the notebook"'))  # a global from another cell reaches the job
+    started = time.perf_counter()
+    job = ok(shell.run_cell(AGENT_CELL.format(room=room)))
+    launch_returned = time.perf_counter() - started
+    assert isinstance(job, Job)
+    assert (job.room, job.shutdown_process_timeout) == (room, 5.0)
+    assert jobs()[-1] is job
+    print(f"%%agent cell returned after {launch_returned * 1000:.0f} ms with the job {job.state}")
+
+    table = ok(shell.run_cell("%agent list"))
+    assert job in table and job.id in repr(table) and room in repr(table)
+
+    wait_until(lambda: any(r.logger == "cell-agent" for r in job.logs) or job.done, "the agent's log record")
+    capsys.readouterr()
+    ok(shell.run_cell(f"%agent logs {job.id[:8]} --level WARNING"))
+    assert "cell-agent: greeting is hello from the notebook" in capsys.readouterr().out
+
+    result = ok(shell.run_cell("result = %agent stop --reason 'enough for today'\nresult"))
+    assert isinstance(result, JobResult)
+    assert (result.state, result.shutdown_reason) == ("succeeded", "enough for today")
+    assert result.persisted == {"remember": {"greeting": "hello from the notebook"}}
+    assert job.done and job.state == "succeeded"
+
+    again = ok(shell.run_cell(f"%agent wait {job.id}"))
+    assert again is result
+
+
+def test_wait_blocks_where_no_event_loop_runs(shell):
+    room = room_name()
+    cell = f"%%agent --room {room}\nasync def entrypoint(ctx):\n    await ctx.connect()\n    ctx.shutdown(reason='all done')\n"
+    job = ok(shell.run_cell(cell))
+    result = shell.run_line_magic("agent", "wait")  # called directly: nothing rewrites it into an await
+    assert isinstance(result, JobResult) and result is job.result(0)
+    assert (result.state, result.shutdown_reason) == ("succeeded", "all done")
+
+
+async def test_wait_inside_a_running_loop_returns_an_awaitable(shell):
+    room = room_name()
+    cell = f"%%agent --room {room}\nasync def entrypoint(ctx):\n    await ctx.connect()\n    ctx.shutdown(reason='bye')\n"
+    job = ok(shell.run_cell(cell))
+    waiting = shell.run_line_magic("agent", f"wait {job.id}")
+    assert not isinstance(waiting, JobResult)
+    assert "not awaited" in repr(waiting) and job.id in repr(waiting)
+    result = await asyncio.wait_for(waiting, WAIT)
+    assert (result.state, result.shutdown_reason) == ("succeeded", "bye")
+
+
+def test_only_top_level_wait_and_stop_lines_are_awaited(shell):
+    from nbagents.magics import await_agent_waits
+
+    python = shell.transform_cell("%agent wait\nr = %agent stop AJ_x --reason 'a b'\n%agent list\nif True:\n    %agent wait\n")
+    assert python.splitlines() == [
+        "await get_ipython().run_line_magic('agent', 'wait')",
+        "r = await get_ipython().run_line_magic('agent', \"stop AJ_x --reason 'a b'\")",
+        "get_ipython().run_line_magic('agent', 'list')",
+        "if True:",
+        "    get_ipython().run_line_magic('agent', 'wait')",
+    ]
+    assert await_agent_waits in shell.input_transformers_post
+
+
+def test_bad_line_commands_are_explained(shell):
+    unknown = shell.run_cell("%agent frobnicate")
+    assert "unknown %agent command 'frobnicate'; choose one of list, stop, wait, logs" in str(unknown.error_in_exec)
+    no_such = shell.run_cell("%agent stop AJ_does_not_exist")
+    assert "no job with id 'AJ_does_not_exist'" in str(no_such.error_in_exec)
+    bad_level = shell.run_cell("%agent logs --level LOUD")
+    assert "unknown log level 'LOUD'" in str(bad_level.error_in_exec)
+
+
+def test_unload_removes_magics_and_transformer(shell):
+    from nbagents.magics import await_agent_waits
+
+    ok(shell.run_cell("%unload_ext nbagents"))
+    assert await_agent_waits not in shell.input_transformers_post
+    assert "agent" not in shell.magics_manager.magics["line"]
+    ok(shell.run_cell("%load_ext nbagents"))
+    assert "agent" in shell.magics_manager.magics["cell"]
