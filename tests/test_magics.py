@@ -173,3 +173,38 @@ def test_unload_removes_magics_and_transformer(shell):
     assert "agent" not in shell.magics_manager.magics["line"]
     ok(shell.run_cell("%load_ext nbagents"))
     assert "agent" in shell.magics_manager.magics["cell"]
+
+
+def test_quickstart_notebook_runs_in_a_real_kernel(tmp_path):
+    """The documentation's example with %%agent, a simulated participant and %agent wait, executed headless."""
+    import ast
+    import os
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(Path(__file__).parent / "notebooks" / "quickstart.ipynb", as_version=4)
+    client = NotebookClient(
+        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    # the kernel starts its own default engine, as in a user's notebook
+    env = {k: v for k, v in os.environ.items() if k not in ("LIVEKIT_URL", "NBAGENTS_ENGINE")}
+    client.execute(env=env)
+
+    def text(cell) -> str:
+        parts = []
+        for output in cell.outputs:
+            parts.append(output.get("text", "") or output.get("data", {}).get("text/plain", ""))
+        return "".join(parts)
+
+    launch, join, wait, persisted, listing = (notebook.cells[i] for i in (2, 3, 4, 5, 6))
+    job_repr = text(launch)
+    assert "nbagents.Job" in job_repr and "room='quickstart'" in job_repr
+    job_id = job_repr.split()[1]
+    assert "said 'hello world'" in text(join) and text(join).startswith("agent-")
+    assert ast.literal_eval(text(wait)) == ("succeeded", "said hello")
+    state = ast.literal_eval(text(persisted))["save_state"]
+    assert state["language"] == "fr" and state["audio_frames"] > 0
+    assert job_id in text(listing) and "succeeded" in text(listing)
+    assert (tmp_path / ".nbagents" / "jobs" / job_id / "result.json").exists()
