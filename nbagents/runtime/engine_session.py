@@ -37,6 +37,15 @@ class EngineSession:
     def credentials(self) -> Credentials | None:
         return self._credentials
 
+    def use(self, credentials: Credentials) -> None:
+        """Run jobs launched from now on against this already running server (tests, benchmarks)."""
+        with self._lock:
+            self._started = True
+            self._credentials, self._error = Credentials(*credentials), None
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener(self._credentials, None)
+
     def start(self) -> None:
         """Start the engine in the background (once)."""
         with self._lock:

@@ -364,7 +364,10 @@ class Job:
         if changed:
             self._notify(final_event)
         for loop, fut in waiters:
-            loop.call_soon_threadsafe(_resolve, fut, self._result)
+            try:
+                loop.call_soon_threadsafe(_resolve, fut, self._result)
+            except RuntimeError:  # that loop has closed: nobody is waiting there any more
+                pass
 
     def _notify(self, event: ev.Event) -> None:
         with self._lock:

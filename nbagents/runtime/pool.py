@@ -174,6 +174,11 @@ class ProcessPool:
                     return handle
         return None
 
+    def acquire_peek(self) -> int:
+        """How many idle processes are ready (for tests and diagnostics)."""
+        with self._lock:
+            return sum(1 for h in self._idle if h.alive())
+
     def fork(self, first_message: bytes | None = None) -> ProcessHandle:
         """A brand-new process straight from the zygote (blocking; starts the zygote if needed)."""
         return self.zygote.fork(first_message)

@@ -8,7 +8,10 @@ be pickled, the error names the global or closure variable that is to blame.
 from __future__ import annotations
 
 import hashlib
+import sys
+import sysconfig
 import types
+from pathlib import Path
 from typing import Any, Iterator
 
 import cloudpickle
@@ -21,7 +24,16 @@ class ShippingError(TypeError):
 
 
 def ship(obj: Any, *, role: str = "entrypoint") -> bytes:
-    """Serialize ``obj`` (a function, usually from a notebook cell) for a job process."""
+    """Serialize ``obj`` (a function, usually from a notebook cell) for a job process.
+
+    Code from ``__main__`` (notebook cells) goes by value. So does code from the user's own modules
+    (files outside the installed packages, such as helpers next to the notebook or test modules),
+    because the job process may not be able to import them, or would import a stale copy.
+    """
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    by_value = module is not None and _is_user_module(module)
+    if by_value:
+        cloudpickle.register_pickle_by_value(module)
     try:
         return cloudpickle.dumps(obj)
     except Exception as exc:  # pickling raises TypeError, PicklingError, AttributeError, RecursionError...
@@ -38,6 +50,26 @@ def ship(obj: Any, *, role: str = "entrypoint") -> bytes:
             f"cannot send the {role} {name!r} to its job process: {type(exc).__name__}: {exc}. "
             f"Define what it needs inside the function, or in prewarm."
         ) from exc
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+_INSTALLED = tuple(
+    Path(p).resolve() for p in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+)
+
+
+def _is_user_module(module: types.ModuleType) -> bool:
+    """A module of the user's own (not __main__, not installed, not nbagents)."""
+    name = module.__name__
+    if name == "__main__" or name.split(".")[0] in ("nbagents", "livekit"):
+        return False
+    file = getattr(module, "__file__", None)
+    if not file:
+        return False
+    path = Path(file).resolve()
+    return not any(path.is_relative_to(root) for root in _INSTALLED)
 
 
 def unship(blob: bytes) -> Any:

@@ -135,6 +135,7 @@ class JobRuntime:
         self._credentials_future = self.loop.create_future()
         self._shutdown_future = self.loop.create_future()
         if self._credentials is not None:
+            _export_credentials(self._credentials)
             self._credentials_future.set_result(None)
         threading.Thread(target=self._read_kernel, name="nbagents-ipc", daemon=True).start()
         threading.Thread(target=self._watchdog, name="nbagents-watchdog", daemon=True).start()
@@ -201,6 +202,7 @@ class JobRuntime:
                 return
             if isinstance(message, ipc.EngineCredentials):
                 self._credentials = message
+                _export_credentials(message)
                 self._credentials_ready.set()
                 self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
             elif isinstance(message, ipc.EngineFailed):
@@ -239,7 +241,7 @@ class JobRuntime:
         url, key, secret = self._credentials_tuple()
         room_name = self.start.room
         await ctx.api.room.create_room(
-            api.CreateRoomRequest(name=room_name, departure_timeout=self.start.departure_timeout, empty_timeout=300)
+            api.CreateRoomRequest(name=room_name, departure_timeout=self.start.departure_timeout)
         )
         token = (
             api.AccessToken(key, secret)
@@ -471,6 +473,13 @@ class JobRuntime:
         self.emit(ev.LogRecord(level="ERROR", logger="nbagents", message=f"killing the job process: {why}"))
         self._finish("killed", extra_error=f"killed: {why}")
         os._exit(1)
+
+
+def _export_credentials(credentials: ipc.EngineCredentials) -> None:
+    """As livekit-agents does: ``api.LiveKitAPI()`` with no arguments works inside a job."""
+    os.environ["LIVEKIT_URL"] = credentials.url
+    os.environ["LIVEKIT_API_KEY"] = credentials.api_key
+    os.environ["LIVEKIT_API_SECRET"] = credentials.api_secret
 
 
 def _coroutine_stack(task: asyncio.Task[Any]) -> str:
