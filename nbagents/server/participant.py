@@ -72,6 +72,10 @@ class Participant:
         self.closed = False
         self.publisher = PublisherPeer(self._track_arrived, self._track_stopped, self._data_received)
         self.subscriber = SubscriberPeer(self._send_offer)
+        self._joined_at = time.perf_counter()
+        for name, peer in (("publisher", self.publisher), ("subscriber", self.subscriber)):
+            peer.pc.on("connectionstatechange", lambda name=name, pc=peer.pc: self._trace(f"{name} {pc.connectionState}"))
+            peer.pc.on("iceconnectionstatechange", lambda name=name, pc=peer.pc: self._trace(f"{name} ice {pc.iceConnectionState}"))
         self._writer = asyncio.ensure_future(self._write_loop())
 
     @property
@@ -108,6 +112,10 @@ class Participant:
         if not task.cancelled() and task.exception() is not None and not self.closed:
             log.error("%s: background step failed", self.identity, exc_info=task.exception())
 
+    def _trace(self, what: str) -> None:
+        """Debug timeline of the session (``-v``): where connect time goes."""
+        log.debug("%s +%.0f ms: %s", self.identity, (time.perf_counter() - self._joined_at) * 1000, what)
+
     def bump(self) -> None:
         self.info.version += 1
 
@@ -115,7 +123,10 @@ class Participant:
         others = [p.info for p in self.room.others(self)]
         return signal.SignalResponse(join=signal.JoinResponse(
             room=self.room.info(), participant=self.info, other_participants=others,
-            server_version=SERVER_VERSION, subscriber_primary=False,
+            server_version=SERVER_VERSION,
+            # As livekit-server: a participant that may subscribe connects on the subscriber PeerConnection
+            # (which the server offers at once) and negotiates its publisher connection when it first publishes.
+            subscriber_primary=self.permission.can_subscribe,
             ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
             server_info=models.ServerInfo(edition=models.ServerInfo.Edition.Standard, version=SERVER_VERSION,
                                           protocol=PROTOCOL_VERSION, node_id="nbagents-embedded"),
@@ -138,6 +149,7 @@ class Participant:
 
     async def handle(self, request: signal.SignalRequest) -> None:
         kind = request.WhichOneof("message")
+        self._trace(f"<- {kind}")
         handler = getattr(self, f"_on_{kind}", None)
         if handler is None:
             log.debug("%s: ignoring signal request %s", self.identity, kind)
@@ -146,6 +158,7 @@ class Participant:
 
     async def _on_offer(self, offer: signal.SessionDescription) -> None:
         sdp = await self.publisher.answer(offer.sdp)
+        self._trace("-> answer")
         self.send(signal.SignalResponse(answer=signal.SessionDescription(type="answer", sdp=sdp, id=offer.id)))
 
     async def _on_answer(self, answer: signal.SessionDescription) -> None:
