@@ -36,9 +36,12 @@ class AuthError(Exception):
 
 
 class PermissionDenied(AuthError):
-    """The token is valid but does not grant what the request needs (HTTP 403/401, Twirp ``permission_denied``)."""
+    """The token is valid but does not grant what the request needs (Twirp ``permission_denied``, HTTP 403).
 
-    status = 403
+    A refused join answers 401 nonetheless, as livekit-server does; SDKs treat it as an auth failure.
+    """
+
+    status = 401
     twirp_code = "permission_denied"
 
 

@@ -71,8 +71,8 @@ async def test_twirp_client_mistakes_get_4xx_twirp_errors(server):
     assert status == 401 and b'"unauthenticated"' in body
     status, _, body = await twirp(server, "ListRooms", b"", bearer=token(server, room_create=True))
     assert status == 403 and b'"permission_denied"' in body and b"roomList" in body
-    status, _, body = await twirp(server, "ListParticipants", b"{\"room\": \"nope\"}", "application/json",
-                                  bearer=token(server, room_admin=True, room="nope"))
+    status, _, body = await twirp(server, "GetParticipant", b"{\"room\": \"nope\", \"identity\": \"x\"}",
+                                  "application/json", bearer=token(server, room_admin=True, room="nope"))
     assert status == 404 and b'"not_found"' in body
 
 
