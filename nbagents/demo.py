@@ -1,8 +1,8 @@
 """``nbagents demo``: the documentation's example, run headless end to end, narrated step by step.
 
 An agent joins a room; a simulated participant with a ``user.language`` attribute joins and speaks a
-tone; the agent hears it, sees the attribute change, says "hello world" on the data channel and shuts
-itself down; its shutdown hook's return value is persisted. Exit status 0 means every step was seen.
+tone; the agent hears it, sees the attribute change, says "hello world" on the data channel and, once
+the participant has replied, shuts itself down; its shutdown hook's return value is persisted. Exit status 0 means every step was seen.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ TONE_HZ = 440.0
 TONE_SECONDS = 1.0
 STEP_TIMEOUT = 60.0
 GREETING = "hello world"
+REPLY = "thanks!"
 
 
 # -- the agent: the documentation's example, as a user would write it in a notebook cell ---------------------
@@ -36,9 +37,10 @@ async def entrypoint(ctx: Any) -> None:
     from nbagents import AutoSubscribe
 
     logger = logging.getLogger("demo-agent")
-    heard: dict[str, Any] = {"frames": 0, "samples": [], "language": None}
+    heard: dict[str, Any] = {"frames": 0, "samples": [], "language": None, "reply": None}
     listeners: list[asyncio.Task[None]] = []
     language_changed = asyncio.Event()
+    replied = asyncio.Event()
 
     async def listen(track: rtc.Track, participant: rtc.RemoteParticipant) -> None:
         async for event in rtc.AudioStream(track, sample_rate=48000, num_channels=1):
@@ -62,6 +64,7 @@ async def entrypoint(ctx: Any) -> None:
             "language": heard["language"],
             "audio_frames": heard["frames"],
             "loudest_hz": loudest_frequency(),
+            "reply": heard["reply"],
         }
 
     ctx.add_shutdown_callback(save_state)
@@ -80,6 +83,11 @@ async def entrypoint(ctx: Any) -> None:
             heard["language"] = changed["user.language"]
             language_changed.set()
 
+    @ctx.room.on("data_received")
+    def on_data_received(packet: rtc.DataPacket) -> None:
+        heard["reply"] = packet.data.decode()
+        replied.set()
+
     participant = await ctx.wait_for_participant()
     heard["participant"] = participant.identity
     heard["first_language"] = participant.attributes.get("user.language")
@@ -90,6 +98,7 @@ async def entrypoint(ctx: Any) -> None:
         language_changed.clear()
         await language_changed.wait()
     await ctx.room.local_participant.publish_data(GREETING)
+    await replied.wait()  # leave only once the greeting has surely arrived
     ctx.shutdown(reason="greeted the participant")
 
 
@@ -151,6 +160,8 @@ class _JobWatcher:
                 f"agent receives audio from {event.participant_identity!r}: {event.sample_rate} Hz, "
                 f"{event.channels} channel(s), {event.samples_per_frame} samples per frame, RMS {event.rms:.2f}"
             )
+        if kind == "data":
+            return f"agent receives data from {event.sender!r}: {event.text!r}"
         if kind == "log" and event.logger == "demo-agent":
             return f"agent log: {event.message}"
         if kind == "shutdown_started":
@@ -206,6 +217,8 @@ async def run_demo(out: TextIO = sys.stdout, room: str | None = None) -> dict[st
             narrator.say(f"{identity!r} received {packet.text!r} from {packet.sender!r} (topic {packet.topic!r})")
             if packet.text != GREETING:
                 raise DemoFailed(f"{identity!r} expected {GREETING!r} from the agent but received {packet.text!r}")
+            narrator.say(f"{identity!r} replies {REPLY!r}")
+            await alice.send_data(REPLY)
         narrator.say(f"{identity!r} left the room")
         result = await asyncio.wait_for(job.wait(), STEP_TIMEOUT)
     except BaseException:
@@ -230,6 +243,8 @@ def _check_state(state: Any) -> None:
     problems = []
     if state.get("first_language") != "en" or state.get("language") != "fr":
         problems.append(f"languages seen {state.get('first_language')!r} -> {state.get('language')!r}, expected 'en' -> 'fr'")
+    if state.get("reply") != REPLY:
+        problems.append(f"the agent got the reply {state.get('reply')!r}, expected {REPLY!r}")
     if not state.get("audio_frames"):
         problems.append("the agent counted no audio frames")
     hz = state.get("loudest_hz")

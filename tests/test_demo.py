@@ -43,6 +43,8 @@ def test_demo_runs_the_example_end_to_end_and_narrates_it(tmp_path):
         r"'alice' spoke a 440 Hz tone",
         r"agent sees 'alice' change attributes: \{'user.language': 'fr'\}",
         r"'alice' received 'hello world' from 'agent-",
+        r"'alice' replies 'thanks!'",
+        r"agent receives data from 'alice': 'thanks!'",
         r"shutdown hook save_state finished",
         r"job ended: succeeded, shutdown reason 'greeted the participant'",
         r"demo OK in",
@@ -57,6 +59,7 @@ def test_demo_runs_the_example_end_to_end_and_narrates_it(tmp_path):
     assert persisted["participant"] == "alice"
     assert (persisted["first_language"], persisted["language"]) == ("en", "fr")
     assert persisted["audio_frames"] > 0
+    assert persisted["reply"] == "thanks!"
     assert abs(persisted["loudest_hz"] - 440.0) <= 10
 
 

@@ -208,3 +208,15 @@ def test_quickstart_notebook_runs_in_a_real_kernel(tmp_path):
     assert state["language"] == "fr" and state["audio_frames"] > 0
     assert job_id in text(listing) and "succeeded" in text(listing)
     assert (tmp_path / ".nbagents" / "jobs" / job_id / "result.json").exists()
+
+
+def test_an_unshippable_global_is_named_and_nothing_is_launched(shell):
+    before = len(jobs())
+    cell = (
+        f"%%agent --room {room_name()}\nimport threading\nGUARD = threading.Lock()\n\n"
+        "async def entrypoint(ctx):\n    with GUARD:\n        await ctx.connect()\n"
+    )
+    result = shell.run_cell(cell)
+    assert result.error_in_exec is not None
+    assert "GUARD" in str(result.error_in_exec)
+    assert len(jobs()) == before

@@ -233,3 +233,17 @@ async def test_unreachable_server_is_reported(lk_server):
     with pytest.raises(sim.SimError, match=r"could not connect to ws://127.0.0.1:\d+ .*Is the LiveKit server running"):
         async with sim.join("r", "dave", credentials=(f"ws://127.0.0.1:{port}", "k", "s"), connect_timeout=10):
             pass
+
+
+async def test_a_deleted_room_disconnects_the_participant_with_the_reason(lk_server, listener):
+    room, _ = listener
+    async with sim.join(room, "erin", credentials=_creds(lk_server)) as erin:
+        async with api.LiveKitAPI(lk_server.http_url, lk_server.api_key, lk_server.api_secret) as lkapi:
+            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+        deadline = asyncio.get_running_loop().time() + EVENT_TIMEOUT
+        while erin.disconnect_reason is None:
+            assert asyncio.get_running_loop().time() < deadline, "erin was never told the room was deleted"
+            await asyncio.sleep(0.05)
+        assert "ROOM_DELETED" in erin.disconnect_reason
+        with pytest.raises(sim.SimError, match=r"erin.*was disconnected from room .*ROOM_DELETED.*join again"):
+            await erin.send_data("anyone?")
