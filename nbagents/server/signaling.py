@@ -43,6 +43,17 @@ async def validate(request: web.Request) -> web.Response:
     return web.Response(text="success")
 
 
+async def _refuse_resume(request: web.Request, ws: web.WebSocketResponse) -> web.WebSocketResponse:
+    """Sessions are not resumable here: ask the client for a full reconnect, as livekit-server does for a
+    session it no longer has."""
+    await ws.prepare(request)
+    leave = signal.LeaveRequest(can_reconnect=True, reason=models.DisconnectReason.STATE_MISMATCH,
+                                action=signal.LeaveRequest.Action.RECONNECT)
+    await ws.send_bytes(signal.SignalResponse(leave=leave).SerializeToString())
+    await ws.close()
+    return ws
+
+
 def _flag(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
@@ -59,6 +70,8 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_SIGNAL_MESSAGE)
     if not ws.can_prepare(request).ok:
         return web.Response(status=400, text="/rtc expects a websocket upgrade")
+    if _flag(request.query.get("reconnect"), False):
+        return await _refuse_resume(request, ws)
     room = state.rooms.get_or_create(claims.video.room)
     if room.max_participants and len(room.participants) >= room.max_participants \
             and claims.identity not in room.participants:

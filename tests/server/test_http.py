@@ -99,3 +99,15 @@ async def test_garbage_on_the_signal_websocket_closes_only_that_connection(serve
             pass
         async with session.get(http(server.url) + "/") as r:
             assert await r.text() == "OK"
+
+
+async def test_a_resume_attempt_is_answered_with_a_full_reconnect_request(server):
+    from livekit.protocol import rtc as signal
+
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(server.url + "/rtc", params={"reconnect": "1", "sid": "PA_gone"},
+                                      headers={"Authorization": "Bearer " + token(server, room_join=True, room="g")})
+        message = await ws.receive(timeout=10)
+        response = signal.SignalResponse.FromString(message.data)
+        assert response.WhichOneof("message") == "leave"
+        assert response.leave.action == signal.LeaveRequest.Action.RECONNECT
