@@ -28,7 +28,11 @@ class SimError(RuntimeError):
 
 @dataclass(frozen=True)
 class ReceivedData:
-    """A data packet the simulated participant received."""
+    """A data packet the simulated participant received.
+
+    ``sender`` is the sending participant's identity, or None when the SDK no longer knew the sender (it
+    had already left the room by the time the packet was handled).
+    """
 
     payload: bytes
     sender: str | None
