@@ -50,6 +50,12 @@ class JobResult:
     def ok(self) -> bool:
         return self.state == "succeeded"
 
+    def _ipython_display_(self) -> None:
+        """Shown as a cell's output: the job's final state and last audio plot (``nbagents.ui``, imported only now)."""
+        from nbagents.ui import display_result
+
+        display_result(self)
+
 
 @dataclasses.dataclass
 class AudioTrackState:
@@ -394,6 +400,12 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<nbagents.Job {self.id} room={self.room!r} state={self.state}>"
+
+    def _ipython_display_(self) -> None:
+        """Shown as a cell's output: the live inspector (``nbagents.ui``, imported only now)."""
+        from nbagents.ui import display_job
+
+        display_job(self)
 
 
 def _resolve(fut: asyncio.Future[JobResult], result: JobResult) -> None:

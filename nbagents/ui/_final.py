@@ -1,0 +1,212 @@
+"""A finished job's state as cell output: a JSON MIME type for tools, markdown/text for people, PNG for viewers.
+
+Outputs carry display ids (``nbagents-state-<job id>``, ``nbagents-plot-<job id>``), so the
+placeholders a ``%%agent`` cell shows are updated in place when the job ends. Headless runs keep only
+what a cell produces while it runs, so :func:`show_final` also writes both outputs in the foreground
+(``%agent wait`` and a displayed ``await job`` call it).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import TYPE_CHECKING, Any
+
+from nbagents.runtime import events as ev
+from nbagents.ui._plot import TrackPlot, stack_pngs
+
+if TYPE_CHECKING:
+    from nbagents.runtime.job import Job, JobResult
+
+__all__ = ["STATE_MIME", "plot_bundle", "show_final", "state_bundle", "state_json", "final_plot_png"]
+
+STATE_MIME = "application/vnd.nbagents.state+json"
+MAX_PLOTTED_TRACKS = 4
+
+_shown_in_execution: dict[str, int | None] = {}
+
+
+def state_display_id(job: Job) -> str:
+    return f"nbagents-state-{job.id}"
+
+
+def plot_display_id(job: Job) -> str:
+    return f"nbagents-plot-{job.id}"
+
+
+def state_json(job: Job, result: JobResult) -> dict[str, Any]:
+    """Everything a tool needs about how the job ended (JSON-serializable)."""
+    return {
+        "job_id": job.id,
+        "room": job.room,
+        "state": result.state,
+        "shutdown_reason": result.shutdown_reason,
+        "error": result.error,
+        "persisted": _jsonable(result.persisted),
+        "callbacks": [
+            {"name": c.name, "status": c.status, "value": _jsonable(c.value), "error": c.error} for c in result.callbacks
+        ],
+        "elapsed_seconds": round(job.elapsed, 3),
+        "engine_url": job.engine_url,
+        "audio_tracks": {
+            sid: {
+                "participant": t.participant_identity,
+                "frames": t.frames,
+                "sample_rate": t.sample_rate,
+                "channels": t.channels,
+                "samples_per_frame": t.samples_per_frame,
+            }
+            for sid, t in list(job.audio_tracks.items())
+        },
+        "data_messages": len(job.data_messages),
+        "log_dir": result.log_dir,
+    }
+
+
+def state_markdown(state: dict[str, Any]) -> str:
+    lines = [
+        f"**nbagents job `{state['job_id']}`** in room `{state['room']}`: **{state['state']}**"
+        + (f" — shutdown reason: {_md(state['shutdown_reason'])}" if state["shutdown_reason"] else "")
+        + f" (ran {state['elapsed_seconds']:.1f} s)",
+        "",
+    ]
+    if state["callbacks"]:
+        lines += ["| shutdown hook | status | persisted value |", "|---|---|---|"]
+        for c in state["callbacks"]:
+            if c["status"] == "finished":
+                shown = json.dumps(c["value"])
+            else:
+                shown = ((c["error"] or "").strip().splitlines() or [""])[-1]
+            lines.append(f"| `{c['name']}` | {c['status']} | `{_md(_clip(shown, 300))}` |")
+    else:
+        lines.append("No shutdown hooks ran, so nothing was persisted.")
+    if state["audio_tracks"]:
+        lines += ["", "| audio track | participant | frames | sample rate | channels | samples/frame |", "|---|---|---|---|---|---|"]
+        for sid, t in state["audio_tracks"].items():
+            lines.append(
+                f"| `{sid}` | {_md(t['participant'])} | {t['frames']} | {t['sample_rate']} Hz | {t['channels']} | {t['samples_per_frame']} |"
+            )
+    if state["error"]:
+        lines += ["", "```", state["error"].rstrip(), "```"]
+    if state["log_dir"]:
+        lines += ["", f"Event log and result on disk: `{state['log_dir']}`"]
+    return "\n".join(lines)
+
+
+def state_text(state: dict[str, Any]) -> str:
+    lines = [f"nbagents job {state['job_id']} in room {state['room']!r}: {state['state']}"]
+    if state["shutdown_reason"]:
+        lines[0] += f" (shutdown reason: {state['shutdown_reason']})"
+    for name, value in state["persisted"].items():
+        lines.append(f"  persisted {name}: {_clip(json.dumps(value), 300)}")
+    for c in state["callbacks"]:
+        if c["status"] != "finished":
+            lines.append(f"  hook {c['name']}: {c['status']}")
+    if state["error"]:
+        lines.append("  error: " + state["error"].strip().splitlines()[-1])
+    return "\n".join(lines)
+
+
+def final_plot_png(job: Job) -> bytes | None:
+    """The level history and last waveform of each audio track, rebuilt from the job's event history."""
+    plots: dict[str, TrackPlot] = {}
+    for event in list(job.events):
+        if not isinstance(event, ev.AudioStats):
+            continue
+        plot = plots.get(event.track_sid)
+        if plot is None:
+            if len(plots) >= MAX_PLOTTED_TRACKS:
+                continue
+            plot = plots[event.track_sid] = TrackPlot(track_title(job, event.track_sid, event.participant_identity), 0)
+        plot.add(event.time, event.rms, event.peak, event.waveform)
+    return stack_pngs([p.render_png() for p in plots.values()])
+
+
+def track_title(job: Job, track_sid: str, identity: str) -> str:
+    track = job.audio_tracks.get(track_sid)
+    rate = f" · {track.sample_rate} Hz" if track is not None and track.sample_rate else ""
+    return f"{identity} · {track_sid}{rate}"
+
+
+def state_bundle(job: Job, result: JobResult, png: bytes | None) -> dict[str, Any]:
+    """The MIME bundle of the final state: JSON for tools, markdown and text for people, PNG for image viewers."""
+    state = state_json(job, result)
+    bundle: dict[str, Any] = {STATE_MIME: state, "text/markdown": state_markdown(state), "text/plain": state_text(state)}
+    if png is not None:
+        bundle["image/png"] = base64.b64encode(png).decode("ascii")
+    return bundle
+
+
+def plot_bundle(job: Job, png: bytes | None) -> dict[str, Any]:
+    """The last audio plot as a static image (what stays in the notebook when the live plot stops)."""
+    if png is None:
+        return {"text/plain": f"job {job.id}: no audio track was received, so there is no audio plot"}
+    return {
+        "image/png": base64.b64encode(png).decode("ascii"),
+        "text/plain": f"<audio plot of job {job.id}: {len(job.audio_tracks)} track(s)>",
+    }
+
+
+def placeholder_bundles(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the state and plot outputs show until the job ends."""
+    return (
+        {"text/plain": f"job {job.id}: its final state (persisted values of its shutdown hooks) appears here when it ends"},
+        {"text/plain": ""},
+    )
+
+
+def update_final_outputs(job: Job, result: JobResult, png: bytes | None) -> None:
+    """Update, in place, every output that shows this job's state and plot (e.g. the %%agent cell's)."""
+    from IPython.display import update_display
+
+    update_display(state_bundle(job, result, png), raw=True, display_id=state_display_id(job))
+    update_display(plot_bundle(job, png), raw=True, display_id=plot_display_id(job))
+
+
+def show_final(job: Job) -> None:
+    """Write the finished job's state and last plot into the running cell's output, and refresh earlier ones.
+
+    Call it in the foreground (``%agent wait`` does): headless runs keep only output produced while a
+    cell runs. Raises ValueError for a job that has not ended yet.
+    """
+    from IPython.display import display
+
+    if not job.done:
+        raise ValueError(f"job {job.id} is still {job.state}: await it first (`result = await job` or `%agent wait`)")
+    result = job.result(0)
+    png = final_plot_png(job)
+    update_final_outputs(job, result, png)
+    display(state_bundle(job, result, png), raw=True, display_id=state_display_id(job))
+    display(plot_bundle(job, png), raw=True, display_id=plot_display_id(job))
+    _shown_in_execution[job.id] = _execution_count()
+
+
+def shown_in_this_cell(job: Job) -> bool:
+    """True when :func:`show_final` already wrote this job's state in the cell that is running now."""
+    count = _execution_count()
+    return count is not None and _shown_in_execution.get(job.id) == count
+
+
+def _execution_count() -> int | None:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return getattr(shell, "execution_count", None) if shell is not None else None
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,176 @@
+"""The inspector and the final-state outputs, built on real jobs fed by a real server (no browser).
+
+Each test launches a real job process, lets a simulated participant (a real livekit client) join, and
+reads what the widgets would send to the browser: their values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import subprocess
+import sys
+
+import jwt
+import pytest
+from PIL import Image
+
+from nbagents import JobContext, launch, sim
+from nbagents.ui import STATE_MIME, Inspector, join, join_token, overview
+from nbagents.ui._final import final_plot_png, plot_bundle, state_bundle
+
+from .conftest import wait_until
+
+
+async def agent_that_listens(ctx: JobContext) -> None:
+    import logging
+
+    async def save_state() -> dict:
+        return {"participants_seen": sorted(ctx.room.remote_participants)}
+
+    ctx.add_shutdown_callback(save_state)
+    await ctx.connect()
+    logging.getLogger("agent").info("agent is listening")
+    logging.getLogger("agent").warning("a warning for the level filter")
+
+
+async def agent_that_fails(ctx: JobContext) -> None:
+    await ctx.connect()
+    raise RuntimeError("the agent tripped over its own feet")
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(png)).size
+
+
+async def test_inspector_shows_participants_attributes_audio_and_plots_live(server, room_name, tmp_path) -> None:
+    job = launch(agent_that_listens, room=room_name, shutdown_process_timeout=10, jobs_dir=tmp_path)
+    inspector = Inspector(job, plot_rate=15)
+    await wait_until(lambda: "running" in inspector.header.value, what="the header to show the running state")
+    async with sim.join(room_name, "alice", attributes={"user.language": "en"}) as alice:
+        tone = asyncio.ensure_future(alice.play_tone(440, seconds=30))
+        try:
+            await wait_until(lambda: "alice" in inspector.participants.value and "en</b>" in inspector.participants.value,
+                             what="alice's row with her attribute")
+            await wait_until(lambda: inspector._tracks and next(iter(inspector._tracks.values())).rms.value > 0.05,
+                             what="the RMS meter to move")
+            track = next(iter(inspector._tracks.values()))
+            assert "48000 Hz" in track.stats.value and "1 ch" in track.stats.value and "480 samples/frame" in track.stats.value
+            assert track.peak.value >= track.rms.value
+            await wait_until(lambda: len(track.image.value) > 0, what="the first plot")
+            first_plot = track.image.value
+            assert png_size(first_plot)[0] > 200
+            await wait_until(lambda: track.image.value != first_plot, what="the plot to change")
+
+            await alice.set_attributes({"user.language": "fr"})
+            await wait_until(lambda: "fr</b>" in inspector.participants.value, what="the attribute change")
+            assert "en</b>" not in inspector.participants.value
+
+            inspector.payload.value, inspector.topic.value = "ping from the notebook", "notes"
+            inspector.send_button.click()
+            await wait_until(lambda: "ping from the notebook" in inspector.data.value, what="the data message")
+            assert "notes" in inspector.data.value
+            await alice.wait_for_data(topic="notes")  # the human got it too
+
+            await wait_until(lambda: "agent is listening" in inspector.log.value, what="the agent's log line")
+            inspector.log_level.value = "WARNING"
+            await wait_until(lambda: "agent is listening" not in inspector.log.value, what="the level filter")
+            assert "a warning for the level filter" in inspector.log.value
+        finally:
+            tone.cancel()
+
+        inspector.reason.value = "seen enough"
+        inspector.stop_button.click()
+        result = await job
+        await wait_until(lambda: inspector.finished, what="the inspector to finish")
+    assert result.state == "succeeded" and result.shutdown_reason == "seen enough"
+    assert "succeeded" in inspector.header.value
+    assert inspector.stop_button.disabled
+    assert inspector.final_png is not None and png_size(inspector.final_png)[1] >= 100
+    assert inspector._ui.flushes < len(job.events)  # events were coalesced into fewer redraws
+
+
+async def test_final_state_bundle_holds_persisted_values_markdown_text_and_png(server, room_name, tmp_path) -> None:
+    job = launch(agent_that_listens, room=room_name, shutdown_process_timeout=10, jobs_dir=tmp_path)
+    with pytest.raises(ValueError, match="still"):
+        from nbagents.ui import show_final
+
+        show_final(job)
+    async with sim.join(room_name, "bob") as bob:
+        await bob.play_tone(300, seconds=1.0)
+        await wait_until(lambda: any(t.frames > 50 for t in job.audio_tracks.values()), what="audio statistics")
+        result = await job.stop("done here")
+    png = final_plot_png(job)
+    assert png is not None
+    bundle = state_bundle(job, result, png)
+    state = bundle[STATE_MIME]
+    json.dumps(state)  # tools read it as JSON
+    assert state["state"] == "succeeded" and state["shutdown_reason"] == "done here"
+    assert state["persisted"] == {"save_state": {"participants_seen": ["bob"]}}
+    assert next(iter(state["audio_tracks"].values()))["sample_rate"] == 48000
+    assert "`save_state`" in bundle["text/markdown"] and "participants_seen" in bundle["text/markdown"]
+    assert "persisted save_state" in bundle["text/plain"]
+    assert base64.b64decode(bundle["image/png"]) == png
+    assert "image/png" in plot_bundle(job, png)
+
+
+async def test_errors_show_their_traceback(server, room_name, tmp_path) -> None:
+    job = launch(agent_that_fails, room=room_name, shutdown_process_timeout=10, jobs_dir=tmp_path)
+    inspector = Inspector(job)
+    result = await job
+    await wait_until(lambda: inspector.finished, what="the inspector to finish")
+    assert result.state == "failed"
+    assert "tripped over its own feet" in inspector.errors.value
+    assert "Traceback" in inspector.errors.value and "agent_that_fails" in inspector.errors.value
+    assert "failed" in inspector.header.value
+
+
+async def test_delete_room_button_ends_the_job(server, room_name, tmp_path) -> None:
+    job = launch(agent_that_listens, room=room_name, shutdown_process_timeout=10, jobs_dir=tmp_path)
+    inspector = Inspector(job)
+    await wait_until(lambda: job.connected is not None, what="the agent to connect")
+    inspector.delete_button.click()
+    result = await asyncio.wait_for(job.wait(), 60)
+    assert result.state == "succeeded", result.error
+    await wait_until(lambda: inspector.finished, what="the inspector to finish")
+
+
+async def test_add_simulated_participant_button_joins_and_speaks(server, room_name, tmp_path) -> None:
+    job = launch(agent_that_listens, room=room_name, shutdown_process_timeout=10, jobs_dir=tmp_path)
+    inspector = Inspector(job)
+    await wait_until(lambda: job.connected is not None, what="the agent to connect")
+    inspector.sim_identity.value, inspector.sim_freq.value, inspector.sim_seconds.value = "carol", 660.0, 1.0
+    inspector.sim_button.click()
+    await wait_until(lambda: "carol" in inspector.participants.value, what="carol's row")
+    await wait_until(lambda: "carol spoke a 660 Hz tone" in inspector.status.value, what="the tone to finish")
+    assert any(t.participant_identity == "carol" and t.frames > 50 for t in job.audio_tracks.values())
+    await job.stop()
+    await wait_until(lambda: inspector.finished, what="the inspector to finish")
+    assert "carol" in json.dumps(job.result(0).persisted)
+
+
+async def test_overview_and_join_page(server, room_name, tmp_path) -> None:
+    job = launch(agent_that_listens, room=room_name, shutdown_process_timeout=10, jobs_dir=tmp_path)
+    await wait_until(lambda: job.connected is not None, what="the agent to connect")
+    table = overview()
+    assert job.id in table.widget.value and "running" in table.widget.value
+    url, token = join_token(job, "dana")
+    claims = jwt.decode(token, server.api_secret, algorithms=["HS256"])
+    assert claims["sub"] == "dana" and claims["video"]["room"] == room_name and claims["video"]["roomJoin"]
+    page = join(job, "dana").data
+    assert "<iframe" in page and url in page  # livekit's own join page with the job's server filled in
+    await job.stop()
+    await wait_until(lambda: "succeeded" in table.widget.value, what="the overview to show the end")
+    with pytest.raises(ValueError, match="already ended"):
+        join_token(job)
+
+
+def test_the_runtime_never_imports_widgets_or_plotting() -> None:
+    code = (
+        "import sys, nbagents, nbagents.runtime.job, nbagents.runtime.launch, nbagents.runtime.events, nbagents.magics\n"
+        "bad = [m for m in ('ipywidgets', 'matplotlib', 'nbagents.ui') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
