@@ -230,6 +230,7 @@ class SubscriberPeer(_TrickleTarget):
         for label, channel in self._channels.items():
             channel.on("open", lambda label=label: self._flush(label))
         self._senders: dict[str, RTCRtpTransceiver] = {}
+        self._stopping: set[asyncio.Future[None]] = set()
         self._awaiting_answer = False
         self._renegotiate = False
         self._closed = False
@@ -258,6 +259,10 @@ class SubscriberPeer(_TrickleTarget):
             track.stop()
         transceiver.sender.replaceTrack(None)
         transceiver.direction = "inactive"
+        # A detached sender would otherwise poll for a new track 50 times a second for the session's life.
+        stopping = asyncio.ensure_future(transceiver.sender.stop())
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
         return True
 
     def send_data(self, label: str, payload: bytes) -> None:
