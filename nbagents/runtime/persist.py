@@ -10,14 +10,19 @@ from typing import Any
 __all__ = ["write_json_atomic", "EventLog", "jsonable"]
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary sibling, fsync it, then rename it over ``path``."""
+def write_json_atomic(path: Path, data: Any, *, durable: bool = False) -> None:
+    """Write JSON to a temporary sibling, then rename it over ``path`` (fsync first when ``durable``).
+
+    The rename alone is enough against a killed process (the page cache survives it); ``durable``
+    also survives a machine crash, at the price of a disk flush, so it is kept for final results.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     payload = json.dumps(data, indent=1, default=repr).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, payload)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)

@@ -43,24 +43,94 @@ logger = logging.getLogger("nbagents.job")
 def process_main(sock_fd: int) -> int:
     """Entry of a freshly forked job process: wait (idle) for a job, then run it."""
     channel = ipc.Channel(_socket_from_fd(sock_fd))
+    job_waiting = _readable(channel, 0)  # queued before the fork: no time to warm up, run it now
+    host = _Host(channel)
     proc = current_process()
     channel.send(ipc.ProcessReady(os.getpid(), None))
     warm = False
+    if not job_waiting:
+        host.warm_up()  # nobody is waiting for this process yet: pay the one-off costs now
+        warm = True
     while True:
-        if not warm and not _readable(channel, 0):
-            _warm_up()  # nobody is waiting for this process yet: pay the one-off costs now
-            warm = True
-        try:
-            message = channel.recv()
-        except EOFError:
-            return 0
+        message = host.next_message()
+        if message is None:
+            return 0  # the kernel closed our channel before giving us a job
         if isinstance(message, ipc.Prewarm):
             error = _run_prewarm(proc, message.blob)
             proc._prewarm_digest = None if error else message.digest  # type: ignore[attr-defined]
             channel.send(ipc.ProcessReady(os.getpid(), message.digest, error))
             warm = True
         elif isinstance(message, ipc.StartJob):
-            return JobRuntime(channel, message, proc, warm=warm).run()
+            return JobRuntime(host, message, proc, warm=warm).run()
+
+
+class _Host:
+    """What a job process sets up once, before its job arrives: the event loop and the channel reader.
+
+    While idle, the main thread reads the channel itself (one wake-up from ``send`` to running the
+    job); once a runtime is attached, the reader thread (already started) takes over and hands it
+    every message (``None`` when the kernel's end closed).
+    """
+
+    def __init__(self, channel: ipc.Channel) -> None:
+        self.channel = channel
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self._runtime: JobRuntime | None = None
+        self._attached = threading.Event()
+        threading.Thread(target=self._read, name="nbagents-ipc", daemon=True).start()
+
+    def _read(self) -> None:
+        self._attached.wait()
+        runtime = self._runtime
+        assert runtime is not None
+        while True:
+            try:
+                message = self.channel.recv()
+            except EOFError:
+                message = None
+            runtime.on_message(message)
+            if message is None:
+                return
+
+    def next_message(self) -> Any:
+        try:
+            return self.channel.recv()
+        except EOFError:
+            return None
+
+    def attach(self, runtime: JobRuntime) -> None:
+        self._runtime = runtime
+        self._attached.set()
+
+    def warm_up(self) -> None:
+        """Start the livekit FFI (threads: only after the fork, never in the zygote) and rehearse a job.
+
+        A forked process pays copy-on-write page faults the first time it touches the code and objects
+        of a job's start; touching them now keeps them off the launch path.
+        """
+        from livekit.rtc._ffi_client import FfiClient
+
+        FfiClient.instance  # noqa: B018
+
+        async def rehearsal() -> None:
+            room = rtc.Room()
+            RoomMonitor(room, lambda event: None, lambda where, exc: None)
+            blob = _ship_for_rehearsal()
+            await unship(blob)(None)
+            ev.StateChanged(state="running").to_json()
+            ipc.frame(ev.StateChanged(state="running"))
+
+        self.loop.run_until_complete(rehearsal())
+
+
+def _ship_for_rehearsal() -> bytes:
+    from nbagents.runtime.shipping import ship
+
+    async def noop(ctx: Any) -> None:
+        return None
+
+    return ship(noop)
 
 
 def _socket_from_fd(fd: int) -> Any:
@@ -72,13 +142,6 @@ def _socket_from_fd(fd: int) -> Any:
 def _readable(channel: ipc.Channel, timeout: float) -> bool:
     ready, _, _ = select.select([channel.sock], [], [], timeout)
     return bool(ready)
-
-
-def _warm_up() -> None:
-    """Start the livekit FFI runtime (threads) — only after the fork, never in the zygote."""
-    from livekit.rtc._ffi_client import FfiClient
-
-    FfiClient.instance  # noqa: B018
 
 
 def _run_prewarm(proc: JobProcess, blob: bytes) -> str | None:
@@ -93,8 +156,9 @@ def _run_prewarm(proc: JobProcess, blob: bytes) -> str | None:
 class JobRuntime:
     """Runs one job in this process: lifecycle, events, deadline, persisted state."""
 
-    def __init__(self, channel: ipc.Channel, start: ipc.StartJob, proc: JobProcess, *, warm: bool) -> None:
-        self.channel = channel
+    def __init__(self, host: _Host, start: ipc.StartJob, proc: JobProcess, *, warm: bool) -> None:
+        self.host = host
+        self.channel = host.channel
         self.start = start
         self.proc = proc
         self.warm = warm
@@ -130,14 +194,13 @@ class JobRuntime:
         self.event_log = EventLog(self.log_dir / "events.jsonl")
         self._redirect_output()
         self._install_logging()
-        self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
+        self.loop = self.host.loop
         self._credentials_future = self.loop.create_future()
         self._shutdown_future = self.loop.create_future()
         if self._credentials is not None:
             _export_credentials(self._credentials)
             self._credentials_future.set_result(None)
-        threading.Thread(target=self._read_kernel, name="nbagents-ipc", daemon=True).start()
+        self.host.attach(self)
         threading.Thread(target=self._watchdog, name="nbagents-watchdog", daemon=True).start()
         self.loop.call_soon(self._beat)
         try:
@@ -191,26 +254,24 @@ class JobRuntime:
 
     # ---- the kernel side of the channel -----------------------------------------------------------
 
-    def _read_kernel(self) -> None:
+    def on_message(self, message: Any) -> None:
+        """A message from the kernel (on the channel's reader thread); None: the kernel is gone."""
         assert self.loop is not None
-        while True:
-            try:
-                message = self.channel.recv()
-            except EOFError:
-                self.kernel_alive = False
-                self._request_shutdown_threadsafe("the notebook kernel exited")
-                return
-            if isinstance(message, ipc.EngineCredentials):
-                self._credentials = message
-                _export_credentials(message)
-                self._credentials_ready.set()
-                self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
-            elif isinstance(message, ipc.EngineFailed):
-                self._engine_error = message.message
-                self._credentials_ready.set()
-                self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
-            elif isinstance(message, ipc.StopJob):
-                self._request_shutdown_threadsafe(message.reason)
+        if message is None:
+            self.kernel_alive = False
+            self._request_shutdown_threadsafe("the notebook kernel exited")
+            return
+        if isinstance(message, ipc.EngineCredentials):
+            self._credentials = message
+            _export_credentials(message)
+            self._credentials_ready.set()
+            self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
+        elif isinstance(message, ipc.EngineFailed):
+            self._engine_error = message.message
+            self._credentials_ready.set()
+            self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
+        elif isinstance(message, ipc.StopJob):
+            self._request_shutdown_threadsafe(message.reason)
 
     def _request_shutdown_threadsafe(self, reason: str) -> None:
         assert self.loop is not None
@@ -273,7 +334,6 @@ class JobRuntime:
         self.monitor = RoomMonitor(ctx.room, self.emit, self.report_exception)
         ctx.room.on("disconnected", self._on_disconnected)
         self.loop.set_exception_handler(self._loop_exception)  # type: ignore[union-attr]
-        write_json_atomic(self.log_dir / "result.json", self._result_document("starting"))
         if start.prewarm_blob is not None and getattr(self.proc, "_prewarm_digest", None) != start.prewarm_digest:
             error = _run_prewarm(self.proc, start.prewarm_blob)
             if error is not None:
@@ -286,11 +346,18 @@ class JobRuntime:
             self.emit(ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
             entry_task = asyncio.ensure_future(entrypoint(ctx))
             entry_task.add_done_callback(self._on_entrypoint_done)
+            # off the launch path: the first result.json says the job started (and who it is)
+            self.loop.call_soon(self._write_result_soon, "running")
         else:
             entry_task = None
         assert self._shutdown_future is not None
         reason = await self._shutdown_future
         await self._shut_down(entry_task, reason)
+
+    def _write_result_soon(self, state: str) -> None:
+        if not self.finished.is_set() and self._state == state:
+            with contextlib.suppress(OSError):
+                write_json_atomic(self.log_dir / "result.json", self._result_document(state))
 
     def request_shutdown(self, reason: str) -> None:
         """First request wins; later ones are ignored (the reason of the first is kept)."""
@@ -403,7 +470,7 @@ class JobRuntime:
             error = "\n".join(errors) or None
             document = self._result_document(state, error)
             with contextlib.suppress(OSError):
-                write_json_atomic(self.log_dir / "result.json", document)
+                write_json_atomic(self.log_dir / "result.json", document, durable=True)
             self._state = state
             self.emit(ev.StateChanged(state=state, detail=self.shutdown_reason or ""))
             self.channel.send(

@@ -29,6 +29,11 @@ def main(control_fd: int) -> int:
 
     from nbagents.runtime import ipc, worker
 
+    import gc
+
+    gc.collect()
+    gc.freeze()  # children share the preloaded objects; the collector will not touch (copy) them
+
     control = socket.socket(fileno=control_fd)
     channel = ipc.Channel(control)
     wake_r, wake_w = os.pipe()

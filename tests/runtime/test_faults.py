@@ -111,7 +111,7 @@ async def test_sigkilled_job_is_crashed_and_its_files_survive(server, room_name)
     assert "room_connected" in [r["kind"] for r in records]
     assert any(r.get("message") == "connected and waiting" for r in records)
     on_disk = json.loads((job.log_dir / "result.json").read_text())
-    assert on_disk["state"] == "starting" and on_disk["job_id"] == job.id
+    assert on_disk["state"] == "running" and on_disk["job_id"] == job.id
 
 
 async def connect_and_maybe_die(ctx: JobContext) -> None:
