@@ -74,8 +74,9 @@ class Participant:
         self.subscriber = SubscriberPeer(self._send_offer)
         self._joined_at = time.perf_counter()
         for name, peer in (("publisher", self.publisher), ("subscriber", self.subscriber)):
-            peer.pc.on("connectionstatechange", lambda name=name, pc=peer.pc: self._trace(f"{name} {pc.connectionState}"))
-            peer.pc.on("iceconnectionstatechange", lambda name=name, pc=peer.pc: self._trace(f"{name} ice {pc.iceConnectionState}"))
+            pc = peer.pc
+            pc.on("connectionstatechange", lambda n=name, pc=pc: self._trace(f"{n} {pc.connectionState}"))
+            pc.on("iceconnectionstatechange", lambda n=name, pc=pc: self._trace(f"{n} ice {pc.iceConnectionState}"))
         self._writer = asyncio.ensure_future(self._write_loop())
 
     @property

@@ -7,6 +7,7 @@ refused, SDKs call ``/rtc/validate`` to learn why, so both answer with the same 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import WSMsgType, web
@@ -16,7 +17,7 @@ from livekit.protocol import models
 from livekit.protocol import rtc as signal
 
 from nbagents.server.auth import AuthError, Claims, token_from_request
-from nbagents.server.participant import Participant
+from nbagents.server.participant import PING_TIMEOUT, Participant
 from nbagents.server.state import STATE
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     except AuthError as exc:
         log.info("refused a join: %s", exc)
         return web.Response(status=exc.status, text=str(exc))
-    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_SIGNAL_MESSAGE)
+    # Clients ping every PING_INTERVAL seconds; one silent for PING_TIMEOUT is gone (as on livekit-server).
+    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_SIGNAL_MESSAGE, receive_timeout=PING_TIMEOUT)
     if not ws.can_prepare(request).ok:
         return web.Response(status=400, text="/rtc expects a websocket upgrade")
     if _flag(request.query.get("reconnect"), False):
@@ -89,25 +91,30 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     participant.send(participant.join_response())
     room.announce_joined(participant)
     participant.start()
-    reason = models.DisconnectReason.CLIENT_INITIATED
-    try:
-        async for message in ws:
-            if participant.closed:
-                break
-            try:
-                if message.type == WSMsgType.BINARY:
-                    await participant.handle_bytes(message.data)
-                elif message.type == WSMsgType.TEXT:
-                    await participant.handle(json_format.Parse(message.data, signal.SignalRequest()))
-                elif message.type == WSMsgType.ERROR:
-                    break
-            except (DecodeError, json_format.ParseError) as exc:
-                log.warning("%s sent a malformed signal message (%s); closing its connection",
-                            participant.identity, exc)
-                reason = models.DisconnectReason.SIGNAL_CLOSE
-                break
-            except Exception:
-                log.exception("%s: failed to handle a signal message", participant.identity)
-    finally:
-        await participant.close(reason, notify=reason != models.DisconnectReason.CLIENT_INITIATED)
+    reason = await _serve(participant, ws)
+    await participant.close(reason, notify=reason != models.DisconnectReason.CLIENT_INITIATED)
     return ws
+
+
+async def _serve(participant: Participant, ws: web.WebSocketResponse) -> int:
+    """Handle the client's signal messages until it leaves or its connection ends; returns the reason."""
+    while not participant.closed:
+        try:
+            message = await ws.receive()
+        except asyncio.TimeoutError:
+            log.warning("%s sent nothing for %d s (not even a ping); disconnecting it", participant.identity,
+                        PING_TIMEOUT)
+            return models.DisconnectReason.CONNECTION_TIMEOUT
+        if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return models.DisconnectReason.CLIENT_INITIATED
+        try:
+            if message.type == WSMsgType.BINARY:
+                await participant.handle_bytes(message.data)
+            elif message.type == WSMsgType.TEXT:
+                await participant.handle(json_format.Parse(message.data, signal.SignalRequest()))
+        except (DecodeError, json_format.ParseError) as exc:
+            log.warning("%s sent a malformed signal message (%s); closing its connection", participant.identity, exc)
+            return models.DisconnectReason.SIGNAL_CLOSE
+        except Exception:
+            log.exception("%s: failed to handle a signal message", participant.identity)
+    return models.DisconnectReason.CLIENT_INITIATED
