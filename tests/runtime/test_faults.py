@@ -219,3 +219,14 @@ async def test_kernel_death_runs_the_jobs_shutdown_callbacks(server, room_name, 
     finally:
         kernel.kill()
         kernel.wait()
+
+
+def broken_prewarm(proc) -> None:  # noqa: ANN001
+    raise RuntimeError("model file missing")
+
+
+async def test_prewarm_exception_fails_the_job_with_its_traceback(server, room_name) -> None:
+    result = await asyncio.wait_for(launch(wait_forever, room=room_name, prewarm=broken_prewarm).wait(), WAIT)
+    assert result.state == "failed"
+    assert "prewarm raised" in result.error and "RuntimeError: model file missing" in result.error
+    assert "broken_prewarm" in result.error
