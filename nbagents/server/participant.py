@@ -271,6 +271,7 @@ class Participant:
     def _refresh_tracks(self) -> None:
         del self.info.tracks[:]
         self.info.tracks.extend(t.info for t in self.published.values())
+        self.info.is_publisher = bool(self.published)
         self.bump()
 
     # --- publishing
