@@ -148,7 +148,8 @@ from nbagents.runtime.engine_session import Credentials
 t_import = time.perf_counter()
 
 async def main():
-    shared_engine().use(Credentials(*{creds!r}))
+    if {creds!r}:
+        shared_engine().use(Credentials(*{creds!r}))
     t = time.perf_counter()
     job = nbagents.launch(jobs.entrypoint, room={room!r})
     sample = await jobs.measure_job(jobs.Path({out!r}), {room!r}, t)
@@ -161,12 +162,16 @@ asyncio.run(main())
 """
 
 
-def bench_nbagents_fresh_kernel(out: Path, creds: tuple[str, str, str], runs: int) -> dict[str, Any]:
-    """The very first job of a fresh interpreter: zygote start + fork, engine already running."""
+def bench_nbagents_fresh_kernel(out: Path, creds: tuple[str, str, str] | None, runs: int) -> dict[str, Any]:
+    """The very first job of a fresh interpreter: zygote start + fork; with ``creds`` None the kernel
+    also starts its own embedded engine at the same time (both compete for the CPU)."""
     samples = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env["NBAGENTS_ENGINE"] = "embedded"
     for i in range(runs):
-        code = FRESH_KERNEL.format(here=str(HERE), creds=tuple(creds), room=f"nb-first-{i}", out=str(out))
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        room = f"nb-first-{i}-{'engine' if creds is None else 'shared'}"
+        code = FRESH_KERNEL.format(here=str(HERE), creds=tuple(creds) if creds else (), room=room, out=str(out))
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
         samples.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -256,6 +261,7 @@ def main() -> int:
     try:
         shared_engine().use((url, key, secret))
         first = bench_nbagents_fresh_kernel(out, (url, key, secret), max(3, args.runs // 2))
+        first_with_engine = bench_nbagents_fresh_kernel(out, None, max(3, args.runs // 2))
         nb = asyncio.run(bench_nbagents(out, args.runs))
         lk0 = run_livekit_agents(out, args.runs, 0)
         lk1 = run_livekit_agents(out, args.runs, 1)
@@ -269,7 +275,7 @@ def main() -> int:
     result = {
         "engine": "embedded",
         "runs": args.runs,
-        "nbagents": {"first_job_fresh_kernel": first, **nb},
+        "nbagents": {"first_job_fresh_kernel": first, "first_job_fresh_kernel_starting_its_engine": first_with_engine, **nb},
         "livekit_agents_1_8": {
             "first_job_fresh_worker": lk0["first_job"],
             "idle_0_forkserver": lk0["steady"],

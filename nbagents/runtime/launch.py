@@ -29,7 +29,7 @@ from nbagents.runtime.job import Job
 from nbagents.runtime.pool import ProcessHandle, ProcessPool, shared_pool
 from nbagents.runtime.shipping import digest, ship
 
-__all__ = ["DEFAULT_DEPARTURE_TIMEOUT", "JOBS_DIR", "launch"]
+__all__ = ["DEFAULT_DEPARTURE_TIMEOUT", "JOBS_DIR", "launch", "prepare"]
 
 DEFAULT_DEPARTURE_TIMEOUT = 3
 JOBS_DIR = Path(".nbagents") / "jobs"
@@ -104,6 +104,16 @@ def launch(
     else:
         threading.Thread(target=_fork_and_begin, args=(job, pool, start, engine), name=f"nbagents-launch-{job_id}", daemon=True).start()
     return job
+
+
+def prepare() -> None:
+    """Start the engine and the job-process zygote in the background, ahead of the first launch.
+
+    Returns at once. ``%load_ext nbagents`` is a good moment: the first job then starts in
+    milliseconds instead of the second a fresh zygote (Python plus ``import livekit``) takes.
+    """
+    shared_engine().start()
+    shared_pool().start()
 
 
 def _check_entrypoint(entrypoint: Any) -> None:
