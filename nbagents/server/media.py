@@ -173,8 +173,7 @@ class PublisherPeer(_TrickleTarget):
         self._on_track = on_track
         self._on_track_stopped = on_track_stopped
         self._on_data = on_data
-        self._sections: dict[str, MediaSection] = {}
-        self._announced: set[str] = set()
+        self._announced: dict[str, MediaSection] = {}  # mid -> the section whose track was reported
         self._lock = asyncio.Lock()
         self.pc.on("datachannel", self._attach_channel)
 
@@ -186,17 +185,17 @@ class PublisherPeer(_TrickleTarget):
             await self._apply_early_candidates()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
-            self._sections = sections
             for transceiver in self.pc.getTransceivers():
                 section = sections.get(transceiver.mid or "")
                 if section is None:
                     continue
+                previous = self._announced.get(section.mid)
+                if previous is not None and (not section.sending or previous.track_id != section.track_id):
+                    del self._announced[section.mid]  # stopped, or the client reused the section for a new track
+                    self._on_track_stopped(previous)
                 if section.sending and section.mid not in self._announced:
-                    self._announced.add(section.mid)
+                    self._announced[section.mid] = section
                     self._on_track(section, transceiver)
-                elif not section.sending and section.mid in self._announced:
-                    self._announced.discard(section.mid)
-                    self._on_track_stopped(section)
             return self.pc.localDescription.sdp
 
     def _attach_channel(self, channel: RTCDataChannel) -> None:
