@@ -19,7 +19,7 @@ import ipywidgets as w
 
 from nbagents.runtime import events as ev
 from nbagents.ui import _actions, _final
-from nbagents.ui._plot import TrackPlot
+from nbagents.ui._plot import WIDTH_PX, TrackPlot
 from nbagents.ui._throttle import Coalescer
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class _TrackView:
         self.peak.add_class("nbagents-peak")
         self.level = w.HTML()
         self.level.add_class("nbagents-level")
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.image = w.Image(format="png", layout=w.Layout(width=f"{WIDTH_PX}px", max_width="100%"))
         self.image.add_class("nbagents-plot")
         self.plot: TrackPlot | None = TrackPlot(_final.track_title(job, track_sid, identity), plot_rate) if plotted else None
         children: list[w.Widget] = [self.stats, w.HBox([self.rms, self.peak, self.level])]
