@@ -205,7 +205,7 @@ class _Waiting:
         self.command = command
 
     def __await__(self) -> Generator[Any, None, JobResult]:
-        return self.job.wait().__await__()
+        return _wait_and_show(self.job).__await__()
 
     def __repr__(self) -> str:
         return (
@@ -221,8 +221,23 @@ def _wait_for(job: Job, command: str) -> JobResult | _Waiting:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return job.result()  # no event loop runs in this thread: blocking starves nothing
+        result = job.result()  # no event loop runs in this thread: blocking starves nothing
+        _show_final(job)
+        return result
     return _Waiting(job, command)
+
+
+async def _wait_and_show(job: Job) -> JobResult:
+    result = await job.wait()
+    _show_final(job)
+    return result
+
+
+def _show_final(job: Job) -> None:
+    """Write the final state and plot into the running cell: headless runs keep only foreground output."""
+    from nbagents.ui import show_final
+
+    show_final(job)
 
 
 # -- the input transformer that makes `%agent wait` wait in the foreground --------------------------------------
