@@ -26,9 +26,11 @@ from livekit import api, rtc
 from nbagents.runtime import events as ev
 from nbagents.runtime import ipc
 from nbagents.runtime.context import JobContext, JobProcess, _ShutdownCallback, current_process
-from nbagents.runtime.monitor import RoomMonitor, participant_info
+from nbagents.runtime.monitor import RoomMonitor
 from nbagents.runtime.persist import EventLog, jsonable, write_json_atomic
 from nbagents.runtime.shipping import unship
+
+__all__ = ["JobRuntime", "process_main"]
 
 HEARTBEAT_SECONDS = 0.2
 UNRESPONSIVE_AFTER_SECONDS = 2.0
@@ -46,11 +48,11 @@ def process_main(sock_fd: int) -> int:
     job_waiting = _readable(channel, 0)  # queued before the fork: no time to warm up, run it now
     host = _Host(channel)
     proc = current_process()
-    channel.send(ipc.ProcessReady(os.getpid(), None))
     warm = False
     if not job_waiting:
         host.warm_up()  # nobody is waiting for this process yet: pay the one-off costs now
         warm = True
+    channel.send(ipc.ProcessReady(os.getpid(), None))  # the pool offers idle processes only from now on
     while True:
         message = host.next_message()
         if message is None:
@@ -314,13 +316,14 @@ class JobRuntime:
         )
         self.token_claims = token.claims if hasattr(token, "claims") else None
         await ctx.room.connect(url, token.to_jwt(), options)
+        seconds = time.perf_counter() - t0
         self.emit(
             ev.RoomConnected(
                 room=room_name,
-                room_sid=await _room_sid(ctx.room),
+                room_sid=ctx.room._info.sid,  # known from the join response (the public getter is async)
                 url=url,
                 identity=ctx.local_participant_identity,
-                seconds=time.perf_counter() - t0,
+                seconds=seconds,
             )
         )
         self.monitor.snapshot()
@@ -564,13 +567,6 @@ def _coroutine_stack(task: asyncio.Task[Any]) -> str:
         return ""
 
 
-async def _room_sid(room: rtc.Room) -> str:
-    try:
-        return await asyncio.wait_for(room.sid, 1.0)  # type: ignore[arg-type]
-    except Exception:
-        return ""
-
-
 def _set_result(fut: asyncio.Future[Any] | None, value: Any) -> None:
     if fut is not None and not fut.done():
         fut.set_result(value)
@@ -615,5 +611,3 @@ class _EventStream(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
-
-__all__ = ["JobRuntime", "process_main", "participant_info"]

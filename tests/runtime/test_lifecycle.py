@@ -88,6 +88,8 @@ async def test_subscribers_see_every_event_on_the_launching_loop(human, room_nam
     local = [p for p in job.participants.values() if p.local]
     assert [p.identity for p in local] == [f"agent-{job.id}"] and local[0].kind == "agent"
     assert list(job.events)[-1].state == "succeeded"
+    assert job.connected is not None and job.connected.room_sid.startswith("RM_")
+    assert job.engine_url == job.connected.url
 
 
 async def shut_down_at_once(ctx: JobContext) -> None:
