@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import heapq
 import json
 import os
 import signal
@@ -23,7 +24,9 @@ from nbagents.runtime.ipc import JobFinished
 
 __all__ = ["Job", "JobResult", "AudioTrackState", "DataMessage", "jobs"]
 
-HISTORY_LIMIT = 5000
+HISTORY_LIMIT = 5000  # events other than audio statistics
+AUDIO_HISTORY_LIMIT = 3000  # audio statistics (20 a second per track), kept apart so they never push others out
+LEVEL_HISTORY = 400  # per track: 20 s of (time, rms, peak) at 20 updates a second
 DATA_LIMIT = 500
 LOG_LIMIT = 2000
 
@@ -72,6 +75,9 @@ class AudioTrackState:
     waveform: tuple[float, ...] = ()
     updated: float = 0.0
     active: bool = True
+    levels: collections.deque[tuple[float, float, float]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=LEVEL_HISTORY)
+    )  # (time, rms, peak), oldest first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,10 +111,12 @@ class Job:
 
     - ``id``, ``room``, ``state`` (``starting``, ``running``, ``shutting_down``, ``succeeded``,
       ``failed``, ``killed``, ``crashed``), ``pid``, ``engine_url``, ``log_dir`` (``.nbagents/jobs/<id>``)
-    - ``events``: bounded history (deque) of every typed event, newest last
+    - ``events``: bounded history (a list, oldest first) of every typed event; audio statistics have
+      their own window, so a loud room never pushes participant, state or log events out
     - ``participants``: identity -> :class:`~nbagents.runtime.events.ParticipantInfo` (kind, attributes,
       metadata, tracks) of everyone currently in the room, the agent included (``local=True``)
-    - ``audio_tracks``: track sid -> :class:`AudioTrackState`, latest stats and decimated waveform
+    - ``audio_tracks``: track sid -> :class:`AudioTrackState`, latest stats, decimated waveform and
+      a short level history
     - ``data_messages``: bounded deque of :class:`DataMessage`
     - ``logs``: bounded deque of :class:`~nbagents.runtime.events.LogRecord`
     - ``errors``: every :class:`~nbagents.runtime.events.ErrorRaised`
@@ -137,7 +145,9 @@ class Job:
         self.created = time.time()
         self.launched_perf = time.perf_counter()
         self.shutdown_reason: str = ""
-        self.events: collections.deque[ev.Event] = collections.deque(maxlen=HISTORY_LIMIT)
+        self._history: collections.deque[tuple[int, ev.Event]] = collections.deque(maxlen=HISTORY_LIMIT)
+        self._audio_history: collections.deque[tuple[int, ev.Event]] = collections.deque(maxlen=AUDIO_HISTORY_LIMIT)
+        self._seq = 0
         self.participants: dict[str, ev.ParticipantInfo] = {}
         self.audio_tracks: dict[str, AudioTrackState] = {}
         self.data_messages: collections.deque[DataMessage] = collections.deque(maxlen=DATA_LIMIT)
@@ -177,6 +187,18 @@ class Job:
                     self._listeners.remove(callback)
 
         return unsubscribe
+
+    @property
+    def events(self) -> list[ev.Event]:
+        """The bounded event history, oldest first (a snapshot)."""
+        with self._lock:
+            merged = heapq.merge(list(self._history), list(self._audio_history), key=lambda pair: pair[0])
+            return [event for _, event in merged]
+
+    def _record(self, event: ev.Event) -> None:
+        self._seq += 1
+        target = self._audio_history if isinstance(event, ev.AudioStats) else self._history
+        target.append((self._seq, event))
 
     @property
     def done(self) -> bool:
@@ -269,7 +291,7 @@ class Job:
     def _on_event(self, event: ev.Event) -> None:
         """Apply one event from the job process (called on the job's reader thread)."""
         with self._lock:
-            self.events.append(event)
+            self._record(event)
             self._apply(event)
         self._notify(event)
 
@@ -302,6 +324,7 @@ class Job:
             state.frames, state.sample_rate, state.channels = event.frames, event.sample_rate, event.channels
             state.samples_per_frame, state.rms, state.peak = event.samples_per_frame, event.rms, event.peak
             state.waveform, state.updated, state.active = event.waveform, event.time, True
+            state.levels.append((event.time, event.rms, event.peak))
         elif isinstance(event, ev.DataReceived):
             self.data_messages.append(
                 DataMessage(event.sender, event.topic, event.size, event.text, event.payload_hex, event.time)
@@ -364,7 +387,7 @@ class Job:
             self.state = state
             final_event = ev.StateChanged(state=state, detail=error or reason)
             if changed:
-                self.events.append(final_event)
+                self._record(final_event)
             waiters, self._waiters = self._waiters, []
             self._done.set()
         if changed:
