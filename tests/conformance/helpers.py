@@ -52,6 +52,7 @@ def make_token(server: Any, identity: str, join: str | None, *, name: str | None
     if join is not None:
         grants.setdefault("room_join", True)
         grants.setdefault("room", join)
+        grants.setdefault("can_update_own_metadata", True)  # off unless granted; most applications grant it
     token = api.AccessToken(server.api_key, secret or server.api_secret).with_identity(identity)
     token.with_grants(api.VideoGrants(**grants))
     if name is not None:
