@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import secrets
 import string
 import threading
@@ -54,6 +55,9 @@ def launch(
     has been used) and fills ``proc.userdata``. ``shutdown_process_timeout`` bounds the shutdown: after
     it the process is killed, whatever ended the job. Works from a running event loop (a notebook
     cell) and from plain synchronous code.
+
+    ``departure_timeout`` (whole seconds, default 3; 0 keeps the server's default) is set on the room
+    when the job creates it; ``jobs_dir`` (default ``.nbagents/jobs``) holds each job's directory.
     """
     _check_entrypoint(entrypoint)
     if prewarm is not None and not callable(prewarm):
@@ -71,13 +75,19 @@ def launch(
         prewarm_blob = ship(prewarm, role="prewarm")
         prewarm_spec = (prewarm_blob, digest(prewarm_blob))
 
+    job_id = "AJ_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(12))
+    log_dir = Path(os.path.abspath(jobs_dir if jobs_dir is not None else JOBS_DIR)) / job_id
+    try:
+        log_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise OSError(
+            f"cannot create the job's directory {log_dir} ({exc.strerror or exc}); "
+            f"run the notebook from a writable directory or pass jobs_dir=... to launch()"
+        ) from exc
     engine = shared_engine()
     engine.start()
     pool = shared_pool()
     pool.use_prewarm(prewarm_spec)
-
-    job_id = "AJ_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(12))
-    log_dir = (Path(jobs_dir) if jobs_dir is not None else JOBS_DIR).resolve() / job_id
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:

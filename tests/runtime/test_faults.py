@@ -230,3 +230,10 @@ async def test_prewarm_exception_fails_the_job_with_its_traceback(server, room_n
     assert result.state == "failed"
     assert "prewarm raised" in result.error and "RuntimeError: model file missing" in result.error
     assert "broken_prewarm" in result.error
+
+
+def test_unwritable_jobs_directory_is_reported_before_launching(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with pytest.raises(OSError, match="cannot create the job's directory .*jobs_dir"):
+        launch(wait_forever, room="never-launched", jobs_dir=blocker / "jobs")
