@@ -36,7 +36,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 WAIT_MS = 90_000  # generous: a loaded 2-core machine
-NO_NEWS = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
+LAB_OVERRIDES = {  # no news popup; start the notebook's kernel without asking
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": True},
+}
 
 
 def _free_port() -> int:
@@ -55,7 +58,7 @@ def jupyter_server(tmp_path_factory):
     root.mkdir()
     settings.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
-    (settings / "overrides.json").write_text(json.dumps(NO_NEWS))
+    (settings / "overrides.json").write_text(json.dumps(LAB_OVERRIDES))
     port, token = _free_port(), "nbagents-ui-test"
     env = {k: v for k, v in os.environ.items() if k not in ("LIVEKIT_URL", "NBAGENTS_ENGINE")}
     env.update(
@@ -108,6 +111,7 @@ async def _run_cell(page, index: int) -> None:
     cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
     prompt = cell.locator(".jp-InputPrompt").first
     for _ in range(3):  # a click that lands while the notebook is still settling selects nothing: retry
+        await _accept_kernel_dialog(page)
         await prompt.click()
         await page.keyboard.press("Shift+Enter")
         try:
@@ -118,10 +122,12 @@ async def _run_cell(page, index: int) -> None:
     await expect(prompt).to_have_text(re.compile(r"\[\d+\]"))  # executed (not queued, not running)
 
 
-async def _last_number(locator) -> float:
-    text = await locator.inner_text()
-    match = re.search(r"rms (\d+\.\d+)", text)
-    return float(match.group(1)) if match else 0.0
+async def _accept_kernel_dialog(page) -> None:
+    """Lab may still ask which kernel to start while it settles a fresh session: take the preferred one."""
+    dialog = page.locator(".jp-Dialog")
+    if await dialog.count() and await dialog.filter(has_text="Select Kernel").count():
+        await dialog.locator(".jp-mod-accept").click()
+        await dialog.wait_for(state="detached")
 
 
 async def test_inspector_live_in_jupyterlab_then_notebook7(jupyter_server) -> None:
