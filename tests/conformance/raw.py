@@ -78,3 +78,74 @@ async def raw_signal(server: Any, room: str, identity: str = "raw") -> AsyncIter
             response.ParseFromString(first.data)
             assert response.WhichOneof("message") == "join", f"first message was {response.WhichOneof('message')}"
             yield RawSignal(ws, response.join)
+
+
+class RawDataSender:
+    """A raw participant that joins over `raw_signal`, opens the `_reliable` data channel with aiortc and
+    can put any DataPacket on it, including one that claims to come from someone else."""
+
+    def __init__(self, raw: RawSignal) -> None:
+        from aiortc import RTCPeerConnection
+
+        self.raw = raw
+        self.publisher = RTCPeerConnection()
+        self.subscriber = RTCPeerConnection()
+        self.reliable = self.publisher.createDataChannel("_reliable", ordered=True)
+        self._opened = asyncio.Event()
+        self.reliable.on("open", self._opened.set)
+        self._pump: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        await self.publisher.setLocalDescription(await self.publisher.createOffer())  # gathers candidates
+        offer = self.publisher.localDescription
+        await self.raw.send(signal.SignalRequest(offer=signal.SessionDescription(type=offer.type, sdp=offer.sdp)))
+        self._pump = asyncio.ensure_future(self._answer_the_server())
+        await asyncio.wait_for(self._opened.wait(), TIMEOUT)
+
+    async def _answer_the_server(self) -> None:
+        from aiortc import RTCSessionDescription
+        from aiortc.sdp import candidate_from_sdp
+        import json
+
+        while (response := await self.raw.next_response(timeout=3600)) is not None:
+            kind = response.WhichOneof("message")
+            if kind == "answer":
+                await self.publisher.setRemoteDescription(RTCSessionDescription(response.answer.sdp, "answer"))
+            elif kind == "offer":  # the subscriber connection: answer it so the participant becomes active
+                await self.subscriber.setRemoteDescription(RTCSessionDescription(response.offer.sdp, "offer"))
+                await self.subscriber.setLocalDescription(await self.subscriber.createAnswer())
+                answer = self.subscriber.localDescription
+                await self.raw.send(signal.SignalRequest(answer=signal.SessionDescription(type="answer",
+                                                                                         sdp=answer.sdp)))
+            elif kind == "trickle":
+                init = json.loads(response.trickle.candidateInit)
+                if not init.get("candidate"):
+                    continue
+                candidate = candidate_from_sdp(init["candidate"].split(":", 1)[1])
+                candidate.sdpMid = init.get("sdpMid")
+                candidate.sdpMLineIndex = init.get("sdpMLineIndex")
+                pc = self.publisher if response.trickle.target == signal.SignalTarget.PUBLISHER else self.subscriber
+                with contextlib.suppress(Exception):  # a candidate for a connection not negotiated yet
+                    await pc.addIceCandidate(candidate)
+
+    def send(self, packet: Any) -> None:
+        self.reliable.send(packet.SerializeToString())
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pump
+        await self.publisher.close()
+        await self.subscriber.close()
+
+
+@contextlib.asynccontextmanager
+async def raw_data_sender(server: Any, room: str, identity: str) -> AsyncIterator[RawDataSender]:
+    async with raw_signal(server, room, identity) as raw:
+        sender = RawDataSender(raw)
+        try:
+            await sender.connect()
+            yield sender
+        finally:
+            await sender.close()

@@ -84,3 +84,26 @@ async def test_publishing_data_needs_can_publish_data(participants):
     await carol.send_data(b"allowed", topic="t")
     await bob.events.wait("data_received", from_sender("carol", b"allowed"))
     assert not bob.events.events("data_received", lambda packet: packet.data == b"not allowed")
+
+
+async def test_sender_identity_comes_from_the_server_not_the_packet(lk_server, participants):
+    """A client that writes someone else's identity into its packets is not believed."""
+    from livekit.protocol import models
+
+    from .raw import raw_data_sender
+
+    room = unique_room()
+    alice = await participants(room, "alice")
+    bob = await participants(room, "bob")
+    async with raw_data_sender(lk_server, room, "mallory") as mallory:
+        await bob.wait_for_participant("mallory")
+        for payload, claimed in ((b"forged", "alice"), (b"honest", "mallory")):
+            mallory.send(models.DataPacket(
+                kind=models.DataPacket.Kind.RELIABLE, participant_identity=claimed,
+                user=models.UserPacket(participant_identity=claimed, payload=payload, topic="claims")))
+        # Reliable packets of one sender arrive in order: once "honest" is in, "forged" was handled before it.
+        (honest,) = await bob.events.wait("data_received", lambda packet: packet.data == b"honest")
+        assert honest.participant is not None and honest.participant.identity == "mallory"
+        for (packet,) in bob.events.events("data_received", lambda packet: packet.data == b"forged"):
+            assert packet.participant is not None and packet.participant.identity == "mallory"
+    assert alice.room.isconnected()
