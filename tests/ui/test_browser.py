@@ -134,6 +134,7 @@ async def test_inspector_live_in_jupyterlab_then_notebook7(jupyter_server) -> No
     from playwright.async_api import async_playwright, expect
 
     url, token, root = jupyter_server
+    expect.set_options(timeout=WAIT_MS)
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

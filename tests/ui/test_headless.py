@@ -38,7 +38,8 @@ def test_saved_notebook_holds_final_state_and_png_plot(tmp_path) -> None:
     foreground = [o for i, o in states if i == stop_cell]
     assert foreground, f"the %agent stop cell holds no final state; outputs: {notebook.cells[stop_cell].outputs}"
     state = foreground[0]["data"][STATE_MIME]
-    assert state["state"] == "succeeded" and state["shutdown_reason"] == "stopped by the notebook"
+    assert state["state"] == "succeeded", state["error"]
+    assert state["shutdown_reason"] == "stopped by the notebook"
     assert state["persisted"] == {"save_state": {"participants": {"alice": {"user.language": "fr"}}}}
     markdown = foreground[0]["data"]["text/markdown"]
     assert "save_state" in markdown and "succeeded" in markdown
