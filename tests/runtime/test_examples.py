@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 from livekit import api, rtc
 
 from nbagents import AutoSubscribe, JobContext, JobProcess, launch
@@ -178,15 +177,9 @@ async def wait_for_everyone_to_leave(ctx: JobContext) -> None:
     await ctx.connect()
 
 
-async def test_job_ends_when_the_humans_have_left(human, room_name, server, request) -> None:
-    if server.engine == "embedded":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="the embedded server keeps a room open while an agent is in it; livekit-server closes it "
-                "departure_timeout after the last non-agent participant left (agents are 'dependent')",
-            )
-        )
+async def test_job_ends_when_the_humans_have_left(human, room_name) -> None:
+    """The server closes the room departure_timeout after the last non-agent participant left (agents
+    do not keep a room open), which disconnects the agent and ends the job."""
     job = launch(wait_for_everyone_to_leave, room=room_name, departure_timeout=1)
     await wait_connected(job)
     async with human(room_name, "gina") as gina:
