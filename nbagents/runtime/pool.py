@@ -62,6 +62,9 @@ class Zygote:
         self._channel = ipc.Channel(kernel_end)
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # the kernel's import path, so jobs import by reference exactly what the kernel can import
+        paths = [os.path.abspath(p or os.curdir) for p in sys.path]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nbagents.runtime.zygote", str(zygote_end.fileno())],
             pass_fds=[zygote_end.fileno()],
