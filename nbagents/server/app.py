@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from nbagents.server import signaling, twirp
+from nbagents.server import agent_twirp, dispatch, signaling, twirp
+from nbagents.server.agent_rooms import AgentOnlyRoomCloser
 from nbagents.server.auth import TokenVerifier
 from nbagents.server.rooms import RoomDefaults, RoomRegistry
 from nbagents.server.state import STATE, ServerState
@@ -50,17 +51,25 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(api_keys: Mapping[str, str], room_defaults: RoomDefaults = RoomDefaults()) -> web.Application:
     app = web.Application(middlewares=[cors])
-    app[STATE] = ServerState(verifier=TokenVerifier(api_keys), rooms=RoomRegistry(room_defaults))
+    rooms = RoomRegistry(room_defaults)
+    app[STATE] = ServerState(verifier=TokenVerifier(api_keys), rooms=rooms,
+                             agents=dispatch.AgentDispatcher(rooms, api_keys),
+                             agent_only_rooms=AgentOnlyRoomCloser(rooms))
     app.router.add_get("/", health)
     app.router.add_get("/rtc", signaling.rtc)
     app.router.add_get("/rtc/validate", signaling.validate)
     app.router.add_get("/rtc/v1", signaling.rtc_v1)
     app.router.add_get("/rtc/v1/validate", signaling.rtc_v1)
+    app.router.add_get("/agent", dispatch.agent_worker)
     app.router.add_route("*", "/twirp/livekit.RoomService/{method}", twirp.room_service)
+    app.router.add_route("*", "/twirp/livekit.AgentDispatchService/{method}", agent_twirp.agent_dispatch_service)
     app.router.add_route("*", "/twirp/{service}/{method}", twirp.unknown_service)
     app.on_shutdown.append(_disconnect_everyone)
     return app
 
 
 async def _disconnect_everyone(app: web.Application) -> None:
-    await app[STATE].rooms.close_all()
+    state = app[STATE]
+    state.agent_only_rooms.close()
+    await state.agents.close()
+    await state.rooms.close_all()

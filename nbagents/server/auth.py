@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from google.protobuf import json_format
 from livekit.protocol import models
+from livekit.protocol import room as room_proto
 
 #: seconds of clock skew tolerated on ``exp`` and ``nbf``
 CLOCK_LEEWAY = 10
@@ -122,6 +124,8 @@ class Claims:
     attributes: Mapping[str, str] = field(default_factory=dict)
     kind: int = models.ParticipantInfo.Kind.STANDARD
     video: VideoGrant = field(default_factory=VideoGrant)
+    #: ``roomConfig``: settings (and agents to dispatch) for the room, if this participant's join creates it
+    room_config: room_proto.RoomConfiguration | None = None
 
     def require_join(self) -> str:
         """The room this token may join; raises PermissionDenied unless it grants ``roomJoin`` for a room."""
@@ -191,7 +195,19 @@ def _claims_from_payload(api_key: str, payload: Mapping[str, Any]) -> Claims:
         attributes={str(k): str(v) for k, v in attributes.items()},
         kind=_KINDS[kind_name],
         video=VideoGrant.from_claim(payload.get("video")),
+        room_config=_room_config(payload.get("roomConfig")),
     )
+
+
+def _room_config(claim: Any) -> room_proto.RoomConfiguration | None:
+    if claim is None:
+        return None
+    if not isinstance(claim, Mapping):
+        raise AuthError("token's 'roomConfig' claim must be an object (a RoomConfiguration)")
+    try:
+        return json_format.ParseDict(claim, room_proto.RoomConfiguration(), ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise AuthError(f"token's 'roomConfig' claim is not a valid RoomConfiguration: {exc}") from None
 
 
 def token_from_request(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:

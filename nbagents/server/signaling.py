@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from livekit.protocol import models
 from livekit.protocol import rtc as signal
+from livekit.protocol.room import RoomConfiguration
 
 from nbagents.server.auth import AuthError, Claims, token_from_request
 from nbagents.server.participant import PING_TIMEOUT, Participant
-from nbagents.server.state import STATE
+from nbagents.server.state import STATE, ServerState
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,9 @@ async def rtc(request: web.Request) -> web.StreamResponse:
         return web.Response(status=400, text="/rtc expects a websocket upgrade")
     if _flag(request.query.get("reconnect"), False):
         return await _refuse_resume(request, ws)
-    room = state.rooms.get_or_create(claims.video.room)
+    config = claims.room_config
+    created = state.rooms.get(claims.video.room) is None
+    room = state.rooms.get_or_create(claims.video.room, **_room_settings(config))
     if room.max_participants and len(room.participants) >= room.max_participants \
             and claims.identity not in room.participants:
         return web.Response(status=403, text=f"room {room.name!r} is full ({room.max_participants} participants)")
@@ -84,9 +88,12 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     if previous is not None:
         await previous.close(models.DisconnectReason.DUPLICATE_IDENTITY, notify=True)
     participant = Participant(room, claims, ws, auto_subscribe=_flag(request.query.get("auto_subscribe"), True),
-                              on_closed=lambda p: state.rooms.schedule_close_check(p.room))
+                              on_closed=lambda p: _participant_left(state, p))
     room.add(participant)
     state.rooms.schedule_close_check(room)
+    state.agent_only_rooms.changed(room)
+    if created:
+        state.agents.room_created(room, config.agents if config is not None else ())
     log.info("%s joined %s (%s)", participant.identity, room.name, participant.sid)
     participant.send(participant.join_response())
     room.announce_joined(participant)
@@ -94,6 +101,19 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     reason = await _serve(participant, ws)
     await participant.close(reason, notify=reason != models.DisconnectReason.CLIENT_INITIATED)
     return ws
+
+
+def _room_settings(config: RoomConfiguration | None) -> dict[str, Any]:
+    """CreateRoom-like settings from a token's ``roomConfig``, applied when its bearer's join creates the room."""
+    if config is None:
+        return {}
+    return {"empty_timeout": config.empty_timeout, "departure_timeout": config.departure_timeout,
+            "max_participants": config.max_participants, "metadata": config.metadata}
+
+
+def _participant_left(state: ServerState, participant: Participant) -> None:
+    state.rooms.schedule_close_check(participant.room)
+    state.agent_only_rooms.changed(participant.room, departed=participant)
 
 
 async def _serve(participant: Participant, ws: web.WebSocketResponse) -> int:

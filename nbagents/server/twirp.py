@@ -1,4 +1,5 @@
-"""The service API: Twirp ``livekit.RoomService`` at ``POST /twirp/livekit.RoomService/<Method>``.
+"""The service API: Twirp ``livekit.RoomService`` at ``POST /twirp/livekit.RoomService/<Method>``
+(``serve`` also answers the other services, such as ``livekit.AgentDispatchService``).
 
 Bodies are protobuf (``application/protobuf``, what livekit-api sends) or JSON (``application/json``).
 Errors are Twirp JSON errors. A client mistake never gets a 5xx: livekit-api retries 5xx answers,
@@ -71,9 +72,12 @@ async def create_room(state: ServerState, claims: Claims, req: api.CreateRoomReq
     claims.require("room_create")
     if not req.name:
         raise TwirpError("invalid_argument", "CreateRoom needs a room name")
+    created = state.rooms.get(req.name) is None
     room = state.rooms.get_or_create(req.name, empty_timeout=req.empty_timeout,
                                      departure_timeout=req.departure_timeout,
                                      max_participants=req.max_participants, metadata=req.metadata)
+    if created:
+        state.agents.room_created(room, req.agents)
     return room.info()
 
 
@@ -194,13 +198,14 @@ def _encode(message: Message, content_type: str) -> web.Response:
     return web.Response(body=message.SerializeToString(), content_type=_PROTOBUF)
 
 
-async def room_service(request: web.Request) -> web.Response:
+async def serve(request: web.Request, service: str, methods: dict[str, Method]) -> web.Response:
+    """Answer one Twirp call of ``service``: check route, content type and token, run the method."""
     state = request.app[STATE]
     name = request.match_info["method"]
     try:
-        method = METHODS.get(name)
+        method = methods.get(name)
         if method is None:
-            raise TwirpError("bad_route", f"livekit.RoomService has no method {name!r} on this server")
+            raise TwirpError("bad_route", f"{service} has no method {name!r} on this server")
         if request.method != "POST":
             raise TwirpError("bad_route", f"Twirp methods are called with POST, not {request.method}")
         content_type = request.content_type
@@ -217,11 +222,15 @@ async def room_service(request: web.Request) -> web.Response:
             raise TwirpError(exc.twirp_code, str(exc)) from None
         return _encode(result, content_type)
     except TwirpError as exc:
-        log.info("RoomService.%s: %s %s", name, exc.code, exc.msg)
+        log.info("%s.%s: %s %s", service, name, exc.code, exc.msg)
         return exc.response()
     except Exception:
-        log.exception("RoomService.%s failed", name)
-        return TwirpError("internal", f"RoomService.{name} failed inside the server; see its log").response()
+        log.exception("%s.%s failed", service, name)
+        return TwirpError("internal", f"{service}.{name} failed inside the server; see its log").response()
+
+
+async def room_service(request: web.Request) -> web.Response:
+    return await serve(request, "livekit.RoomService", METHODS)
 
 
 async def unknown_service(request: web.Request) -> web.Response:
