@@ -4,11 +4,17 @@ A test that one engine is known to fail on purpose carries
 ``@engine_difference("embedded", reason="...")``: for that engine only it becomes a strict xfail (so
 the day the difference disappears, the test says so); on every other engine it must pass. Each such
 difference is also written down, with its reason, in docs/engine-differences.md.
+
+To run the suite against a server that is already running (another machine's livekit-server, LiveKit
+Cloud, a prototype), set ``NBAGENTS_TEST_SERVER=URL,API_KEY,API_SECRET`` and pass one ``--engine``: the
+server is then used instead of starting that engine, and that engine's known differences apply to it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from livekit import api
@@ -32,6 +38,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if mark.args[0] == engine:
                 reason = mark.kwargs["reason"]
                 item.add_marker(pytest.mark.xfail(strict=True, reason=f"known difference of {engine}: {reason}"))
+
+
+EXTERNAL_SERVER_ENV = "NBAGENTS_TEST_SERVER"
+
+
+@dataclass(frozen=True)
+class ExternalServer:
+    """A server given by NBAGENTS_TEST_SERVER; the same fields as tests/conftest.py's LiveServer."""
+
+    engine: str
+    url: str
+    api_key: str
+    api_secret: str
+
+    @property
+    def http_url(self) -> str:
+        return self.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+
+
+if os.environ.get(EXTERNAL_SERVER_ENV):
+
+    @pytest.fixture(scope="session")
+    def lk_server(request: pytest.FixtureRequest) -> ExternalServer:
+        """Overrides the engine-starting fixture of tests/conftest.py with the given running server."""
+        parts = os.environ[EXTERNAL_SERVER_ENV].split(",")
+        if len(parts) != 3 or not all(parts):
+            raise pytest.UsageError(f"{EXTERNAL_SERVER_ENV} must be URL,API_KEY,API_SECRET (e.g. "
+                                    "ws://127.0.0.1:7880,devkey,secret)")
+        if len(request.config.getoption("engine") or []) != 1:
+            raise pytest.UsageError(f"with {EXTERNAL_SERVER_ENV}, pass exactly one --engine: the engine whose "
+                                    "known differences apply to that server")
+        url, key, secret = parts
+        return ExternalServer(request.param, url, key, secret)
 
 
 @pytest.fixture
