@@ -580,8 +580,12 @@ class _EventLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-            if record.exc_info:
-                message += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            if record.exc_info and record.exc_info[1] is not None:
+                # e.g. a user's room event handler raised: livekit logs it; surface it as an error too
+                exc = record.exc_info[1]
+                tb = "".join(traceback.format_exception(*record.exc_info))
+                self.runtime.emit(ev.ErrorRaised(where=f"{record.name}: {message}", message=f"{type(exc).__name__}: {exc}", traceback=tb))
+                message += "\n" + tb
             self.runtime.emit(ev.LogRecord(level=record.levelname, logger=record.name, message=message))
         except Exception:
             pass

@@ -106,3 +106,23 @@ def test_launch_from_plain_synchronous_code(server, room_name) -> None:
     result = job.result(timeout=WAIT)
     assert result.state == "succeeded" and result.persisted == {"mark": "done"}
     assert job in __import__("nbagents").jobs()
+
+
+async def handler_that_raises(ctx: JobContext) -> None:
+    @ctx.room.on("participant_connected")
+    def on_participant_connected(participant: rtc.RemoteParticipant) -> None:
+        raise KeyError(f"no profile for {participant.identity}")
+
+    await ctx.connect()
+
+
+async def test_an_exception_in_a_room_event_handler_is_reported_and_the_job_keeps_running(human, room_name) -> None:
+    job = launch(handler_that_raises, room=room_name)
+    await wait_connected(job)
+    async with human(room_name, "lou"):
+        await wait_until(lambda: job.errors, what="the handler's error")
+        assert "KeyError: 'no profile for lou'" in job.errors[0].message
+        assert "on_participant_connected" in job.errors[0].traceback
+        assert job.state == "running"
+        result = await job.stop()
+    assert result.state == "succeeded"
