@@ -71,12 +71,13 @@ def set_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None:
     sender._track_id = track_id  # type: ignore[attr-defined]
 
 
-def start_pending_senders(pc: RTCPeerConnection) -> asyncio.Future[None]:
-    """Start senders that a renegotiation added while the transport was still connecting.
+def start_pending_transceivers(pc: RTCPeerConnection) -> asyncio.Future[None]:
+    """Start senders and receivers that a renegotiation added while the transport was still connecting.
 
-    aiortc race: ``RTCPeerConnection.__connect`` only starts a sender if the bundled DTLS transport is
-    already connected when the renegotiation is applied; otherwise the sender is never started and the
-    subscriber stays silent. Running it again once connected starts them (already started ones are no-ops).
+    aiortc race: ``RTCPeerConnection.__connect`` starts a transceiver's sender and receiver only if the
+    bundled DTLS transport is already connected when the renegotiation is applied; otherwise they are never
+    started: a subscriber stays silent, or a publisher's second track is dropped unheard. Running it again
+    once connected starts them (already started ones are no-ops).
     """
     return asyncio.ensure_future(pc._RTCPeerConnection__connect())  # type: ignore[attr-defined]
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import av
 from aiortc import (
+    RTCBundlePolicy,
     MediaStreamTrack,
     RTCConfiguration,
     RTCDataChannel,
@@ -71,6 +72,8 @@ class AudioFanout:
 
     def _on_rtp(self, packet: RtpPacket) -> bool:
         if not self._decoder_stopped:
+            log.debug("first RTP packet of a published track (ssrc %s, %d subscribers)", packet.ssrc,
+                      len(self._subscribers))
             self._decoder_stopped = True
             _aiortc.stop_decoding(self._receiver)
         if packet.payload and packet.payload_type == self._payload_type:
@@ -111,6 +114,8 @@ class ForwardedAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
+        if not self._sending:
+            log.debug("relaying %s to a subscriber: its sender started", self._id)
         self._sending = True
         payload, timestamp = await self._queue.get()
         packet = av.Packet(payload)
@@ -124,20 +129,33 @@ class ForwardedAudioTrack(MediaStreamTrack):
 
 
 def _configuration() -> RTCConfiguration:
-    return RTCConfiguration(iceServers=[])
+    """No STUN/TURN (local only), and max-bundle: every section on one transport from the start.
+
+    With aiortc's default (balanced) policy, a second audio section added in a renegotiation is bound to the
+    first one's provisional transport, which the BUNDLE answer then discards: that track stays silent.
+    """
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
-class _TrickleTarget:
-    """Applies trickled remote candidates, holding those that arrive before the remote description.
+class _PeerSide:
+    """What both PeerConnections share.
 
-    Clients send candidates as soon as they gather them, which can be before the offer or answer they
-    belong to has been applied here; aiortc would drop those.
+    Trickled remote candidates are held until the remote description is set: clients send candidates as
+    soon as they gather them, which can be before the offer or answer they belong to is applied here, and
+    aiortc would drop them. Once connected, transceivers added meanwhile are started (see _aiortc).
     """
 
     pc: RTCPeerConnection
 
     def __init__(self) -> None:
         self._early_candidates: list[RTCIceCandidate] = []
+
+    def _watch_connection(self) -> None:
+        self.pc.on("connectionstatechange", self._on_state)
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            _aiortc.start_pending_transceivers(self.pc)
 
     async def add_candidate(self, candidate_init: str) -> None:
         """Apply a trickled candidate (``TrickleRequest.candidateInit`` is the browser's JSON RTCIceCandidateInit)."""
@@ -159,7 +177,7 @@ class _TrickleTarget:
             await self.pc.addIceCandidate(candidate)
 
 
-class PublisherPeer(_TrickleTarget):
+class PublisherPeer(_PeerSide):
     """The client's publisher PeerConnection, seen from the server: the client offers, the server answers."""
 
     def __init__(
@@ -176,6 +194,7 @@ class PublisherPeer(_TrickleTarget):
         self._announced: dict[str, MediaSection] = {}  # mid -> the section whose track was reported
         self._lock = asyncio.Lock()
         self.pc.on("datachannel", self._attach_channel)
+        self._watch_connection()
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply an offer and return the answer SDP; reports newly sent and stopped tracks."""
@@ -210,7 +229,7 @@ class PublisherPeer(_TrickleTarget):
         await self.pc.close()
 
 
-class SubscriberPeer(_TrickleTarget):
+class SubscriberPeer(_PeerSide):
     """The client's subscriber PeerConnection: the server offers other participants' tracks and its data channels.
 
     Offers are serialized: while one waits for its answer, further changes are folded into one more offer.
@@ -233,7 +252,7 @@ class SubscriberPeer(_TrickleTarget):
         self._awaiting_answer = False
         self._renegotiate = False
         self._closed = False
-        self.pc.on("connectionstatechange", self._on_state)
+        self._watch_connection()
 
     @property
     def forwarded_track_sids(self) -> set[str]:
@@ -298,9 +317,6 @@ class SubscriberPeer(_TrickleTarget):
             self._renegotiate = False
             await self.negotiate()
 
-    def _on_state(self) -> None:
-        if self.pc.connectionState == "connected":
-            _aiortc.start_pending_senders(self.pc)
 
     async def close(self) -> None:
         self._closed = True

@@ -39,11 +39,16 @@ _NOT_ALLOWED = signal.RequestResponse.Reason.NOT_ALLOWED
 
 @dataclass
 class PublishedTrack:
-    """A track this participant publishes; ``fanout`` relays it to subscribers."""
+    """A track this participant publishes.
+
+    It is announced as soon as the server confirms the AddTrackRequest (as livekit-server does: a participant
+    joining right after ``publish_track`` returns sees it); ``mid`` and ``fanout`` arrive with the client's
+    next offer, and subscriptions made before that start then.
+    """
 
     info: models.TrackInfo
-    mid: str
-    fanout: AudioFanout | None
+    mid: str | None = None
+    fanout: AudioFanout | None = None
 
 
 class Participant:
@@ -65,10 +70,11 @@ class Participant:
         )
         self.info.attributes.update(claims.attributes)
         self.published: dict[str, PublishedTrack] = {}
-        self._pending: dict[str, models.TrackInfo] = {}  # AddTrackRequest.cid -> TrackInfo, until media arrives
+        self._awaiting_media: dict[str, PublishedTrack] = {}  # AddTrackRequest.cid -> track, until its section
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._negotiation_scheduled = False
+        self._requested: set[str] = set()  # track sids subscribed to explicitly (UpdateSubscription)
         self.closed = False
         self.publisher = PublisherPeer(self._track_arrived, self._track_stopped, self._data_received)
         self.subscriber = SubscriberPeer(self._send_offer)
@@ -192,8 +198,12 @@ class Participant:
             width=request.width, height=request.height, simulcast=len(request.layers) > 1, layers=request.layers,
             mime_type="audio/opus" if request.type == models.TrackType.AUDIO else "",
         )
-        self._pending[request.cid] = info
+        track = PublishedTrack(info=info)
+        self._awaiting_media[request.cid] = track
+        self.published[info.sid] = track
         self.send(signal.SignalResponse(track_published=signal.TrackPublishedResponse(cid=request.cid, track=info)))
+        self._refresh_tracks()
+        self.room.announce(self)
 
     def _publish_refusal(self, request: signal.AddTrackRequest) -> str | None:
         perm = self.permission
@@ -212,10 +222,12 @@ class Participant:
             sids.extend(pt.track_sids)
         for track_sid in sids:
             if update.subscribe:
+                self._requested.add(track_sid)
                 found = self.room.find_track(track_sid)
                 if found is not None and found[0] is not self:
                     self.subscribe(*found)
             else:
+                self._requested.discard(track_sid)
                 self.unsubscribe(track_sid)
 
     async def _on_update_metadata(self, update: signal.UpdateParticipantMetadata) -> None:
@@ -277,11 +289,13 @@ class Participant:
     # --- publishing
 
     def _track_arrived(self, section: MediaSection, transceiver: RTCRtpTransceiver) -> None:
-        info = self._pending.pop(section.track_id or "", None)
-        if info is None:
+        track = self._awaiting_media.pop(section.track_id or "", None)
+        if track is None or track.info.sid not in self.published:
             log.warning("%s: media section %s carries no announced track (msid %s)", self.identity,
                         section.mid, section.track_id)
             return
+        info = track.info
+        track.mid = section.mid
         fanout = None
         opus = _aiortc.payload_type(transceiver, "audio/opus")
         if section.kind == "audio" and opus is not None:
@@ -293,12 +307,10 @@ class Participant:
             info.mime_type = info.mime_type or _aiortc.first_mime_type(transceiver)
             log.info("%s: %s track %s is accepted but not relayed (the embedded server relays audio only)",
                      self.identity, section.kind, info.sid)
-        track = PublishedTrack(info=info, mid=section.mid, fanout=fanout)
-        self.published[info.sid] = track
+        track.fanout = fanout
         log.info("%s published %s", self.identity, info.sid)
-        self._refresh_tracks()
-        self.room.announce(self)
-        self.room.track_published(self, track)
+        if fanout is not None:
+            self.room.track_published(self, track)
 
     def _track_stopped(self, section: MediaSection) -> None:
         for track in list(self.published.values()):
@@ -317,6 +329,10 @@ class Participant:
         self.send(signal.SignalResponse(track_unpublished=signal.TrackUnpublishedResponse(track_sid=track.info.sid)))
 
     # --- subscribing
+
+    def wants(self, track_sid: str) -> bool:
+        """Whether this participant subscribes to the track once its media arrives."""
+        return self.auto_subscribe or track_sid in self._requested
 
     def subscribe(self, publisher: Participant, track: PublishedTrack, *, negotiate: bool = True) -> None:
         if self.closed or not self.permission.can_subscribe or track.fanout is None:

@@ -106,7 +106,7 @@ class Room:
 
     def track_published(self, publisher: Participant, track: PublishedTrack) -> None:
         for other in self.others(publisher):
-            if other.auto_subscribe:
+            if other.wants(track.info.sid):
                 other.subscribe(publisher, track)
 
     def track_unpublished(self, publisher: Participant, track_sid: str) -> None:
