@@ -212,6 +212,11 @@ class Job:
 
     _ended_at: float = 0.0
 
+    @property
+    def ended_at(self) -> float | None:
+        """When the kernel saw the job's process end (epoch seconds), None while it runs."""
+        return self._ended_at if self.done else None
+
     # ---- waiting and stopping ---------------------------------------------------------------------
 
     def __await__(self):
