@@ -280,7 +280,10 @@ class Listener:
 
     async def next_window(self) -> Heard:
         while len(self._buffer) < self.WINDOW:
-            event = await anext(self._frames)
+            try:
+                event = await anext(self._frames)
+            except StopAsyncIteration:
+                raise AssertionError("the audio stream ended: the track was unsubscribed or closed") from None
             self._buffer = np.concatenate([self._buffer, np.frombuffer(event.frame.data, dtype=np.int16)])
         window, self._buffer = self._buffer[:self.WINDOW], self._buffer[self.WINDOW:]
         heard = analyse(window)

@@ -71,3 +71,23 @@ async def test_clean_leave_is_seen_as_client_initiated_and_empties_the_room(part
         return [p.identity for p in listed.participants] == ["alice"]
 
     await wait_until(only_alice_left, "the server no longer lists the participant who left")
+
+
+async def test_joining_again_with_the_same_identity_replaces_the_first_connection(participants, lk_api):
+    """What re-running a notebook cell does: the newer connection wins, the older one is told why it ended."""
+    from livekit import api
+
+    room = unique_room()
+    observer = await participants(room, "observer")
+    first = await participants(room, "alice")
+    await observer.wait_for_participant("alice")
+    second = await participants(room, "alice")
+    (reason,) = await first.events.wait("disconnected")
+    assert reason == rtc.DisconnectReason.DUPLICATE_IDENTITY
+    assert second.room.isconnected()
+    listed = await lk_api.room.list_participants(api.ListParticipantsRequest(room=room))
+    assert sorted(p.identity for p in listed.participants) == ["alice", "observer"]
+    assert next(p.sid for p in listed.participants if p.identity == "alice") == second.local.sid
+    await second.send_data(b"from the new alice")
+    (packet,) = await observer.events.wait("data_received", lambda packet: packet.data == b"from the new alice")
+    assert packet.participant is not None and packet.participant.identity == "alice"
