@@ -11,6 +11,8 @@ from livekit import api, rtc
 
 from .helpers import engine_difference, make_token, service, unique_room
 
+WRONG_SECRET = "a-secret-this-server-does-not-know-0123456789"  # 32+ bytes: a realistic HMAC key
+
 
 def signed(server, claims: dict) -> str:
     """A token with exactly these claims (for shapes livekit-api refuses to mint)."""
@@ -26,7 +28,7 @@ async def refused_join(participants, room: str, **token_options) -> str:
 
 
 async def test_join_with_a_bad_signature_is_refused(participants):
-    message = await refused_join(participants, unique_room(), secret="not-the-secret")
+    message = await refused_join(participants, unique_room(), secret=WRONG_SECRET)
     assert "401" in message
 
 
@@ -49,7 +51,7 @@ async def test_join_with_a_token_naming_no_room_is_refused(participants, lk_serv
 async def test_refused_join_leaves_the_room_untouched(participants, lk_api):
     room = unique_room()
     alice = await participants(room, "alice")
-    await refused_join(participants, room, secret="not-the-secret")
+    await refused_join(participants, room, secret=WRONG_SECRET)
     listed = await lk_api.room.list_participants(api.ListParticipantsRequest(room=room))
     assert [p.identity for p in listed.participants] == ["alice"]
     assert not alice.events.events("participant_connected")
@@ -75,7 +77,7 @@ def is_refused_as_unauthorized(error: api.TwirpError) -> bool:
 
 
 BAD_TOKENS = {
-    "bad-signature": lambda server: make_token(server, "svc", None, room_list=True, secret="not-the-secret"),
+    "bad-signature": lambda server: make_token(server, "svc", None, room_list=True, secret=WRONG_SECRET),
     "expired": lambda server: make_token(server, "svc", None, room_list=True, ttl=datetime.timedelta(minutes=-5)),
     "not-a-jwt": lambda server: "not-a-jwt",
 }
@@ -157,3 +159,18 @@ async def test_room_admin_manages_its_own_room(participants, lk_server):
     async with service(lk_server, token=admin) as client:
         listed = await client.room.list_participants(api.ListParticipantsRequest(room=room))
     assert [p.identity for p in listed.participants] == ["alice"]
+
+
+async def test_validate_endpoint_tells_good_tokens_from_bad(lk_server):
+    """GET /rtc/validate is what clients call to learn why a join failed."""
+    import aiohttp
+
+    room = unique_room()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        async def status(token: str) -> int:
+            async with session.get(f"{lk_server.http_url}/rtc/validate", params={"access_token": token}) as response:
+                return response.status
+
+        assert await status(make_token(lk_server, "alice", room)) == 200
+        assert await status(make_token(lk_server, "alice", room, secret=WRONG_SECRET)) == 401
+        assert await status(make_token(lk_server, "alice", room, ttl=datetime.timedelta(minutes=-5))) == 401
