@@ -340,6 +340,8 @@ class Participant:
         if track.info.sid in self.subscriber.forwarded_track_sids:
             return
         self.subscriber.forward(track.fanout, publisher.sid, track.info.sid)
+        # the publisher's SDK emits local_track_subscribed on this (an agent knows it is being heard)
+        publisher.send(signal.SignalResponse(track_subscribed=signal.TrackSubscribed(track_sid=track.info.sid)))
         if negotiate:
             self._schedule_negotiation()
 

@@ -2,8 +2,7 @@
 script (`python agent.py start`), a real participant (a plain ``livekit`` client) receives what the
 entrypoint publishes, and the shutdown hooks run once the participant has left and the room closed.
 
-Runs against every engine the session selects. The embedded server has no agent dispatch yet (issue 6,
-item 2), so its runs are expected to fail — strictly, so that the marker goes once dispatch lands.
+Runs against every engine the session selects (both dispatch jobs over the worker protocol at /agent).
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ class Expect:
     attributes: dict[str, str] | None = None  # the participant's attributes when it joins
     then_set: dict[str, str] | None = None  # attributes it sets once the agent is in the room
     reply: str | None = None  # what it sends back after receiving the agent's data
+    subscribes: bool = True  # the agent subscribes to the participant's microphone (auto_subscribe audio)
 
 
 # Keyed by the notebook's path under the repository. A notebook not listed here still has to get a job
@@ -154,11 +154,7 @@ def _participant_token(server, room: str, identity: str, agent_name: str, mode: 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("notebook", "mode"), CASES)
-async def test_exported_script_runs_as_a_livekit_agents_worker(lk_server, notebook: Path, mode: str, tmp_path, capsys, request):
-    if lk_server.engine == "embedded":
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="the embedded server has no agent dispatch at /agent yet (issue 6, item 2)")
-        )
+async def test_exported_script_runs_as_a_livekit_agents_worker(lk_server, notebook: Path, mode: str, tmp_path, capsys):
     exported = export_notebook(notebook)
     expect = EXPECTATIONS.get(str(notebook.relative_to(ROOT)), Expect())
     agent_name = exported.options["agent_name"]
@@ -218,6 +214,10 @@ async def test_exported_script_runs_as_a_livekit_agents_worker(lk_server, notebo
 
         request_at, request_line = await out.wait_for(rf'"received job request".*"room": "{room_name}"', timeout=EVENT_TIMEOUT)
         agent = await asyncio.wait_for(agent_joined, EVENT_TIMEOUT)  # the entrypoint ran ctx.connect()
+        if expect.data is None and expect.subscribes:
+            # The agent being announced does not mean its connect() has returned: leaving now could leave it
+            # waiting for a participant that is already gone. Its subscription to the microphone says it is in.
+            await asyncio.wait_for(track_subscribed.wait(), EVENT_TIMEOUT)
         if expect.then_set:  # once the agent listens (its handlers are registered by the time it subscribes)
             await asyncio.wait_for(track_subscribed.wait(), EVENT_TIMEOUT)
             await room.local_participant.set_attributes(expect.then_set)
