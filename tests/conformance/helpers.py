@@ -30,8 +30,8 @@ ROOM_EVENTS = (
     "participant_connected", "participant_disconnected", "track_published", "track_unpublished",
     "track_subscribed", "track_unsubscribed", "track_muted", "track_unmuted", "room_metadata_changed",
     "participant_metadata_changed", "participant_name_changed", "participant_attributes_changed",
-    "participant_permissions_changed", "data_received", "disconnected", "local_track_published",
-    "local_track_unpublished",
+    "participant_permissions_changed", "data_received", "disconnected", "reconnecting", "reconnected",
+    "local_track_published", "local_track_unpublished",
 )
 
 
