@@ -248,6 +248,8 @@ class SubscriberPeer(_PeerSide):
         for label, channel in self._channels.items():
             channel.on("open", lambda label=label: self._flush(label))
         self._senders: dict[str, RTCRtpTransceiver] = {}
+        self._deferred: dict[str, tuple[AudioFanout, str]] = {}  # track sid -> relay, until the first offer
+        self._offered = False
         self._stopping: set[asyncio.Future[None]] = set()
         self._awaiting_answer = False
         self._renegotiate = False
@@ -256,12 +258,23 @@ class SubscriberPeer(_PeerSide):
 
     @property
     def forwarded_track_sids(self) -> set[str]:
-        return set(self._senders)
+        return set(self._senders) | set(self._deferred)
 
     def forward(self, fanout: AudioFanout, participant_sid: str, track_sid: str) -> None:
-        """Start relaying a published audio track to this client (takes effect with the next offer)."""
-        if track_sid in self._senders or self._closed:
+        """Start relaying a published audio track to this client (takes effect with the next offer).
+
+        Tracks are only added once the first offer (data channels only) is made: aiortc puts audio sections
+        before the data section in a first offer, and with BUNDLE it then stops the shared transport as if it
+        were a redundant one, so the connection never starts.
+        """
+        if track_sid in self.forwarded_track_sids or self._closed:
             return
+        if not self._offered:
+            self._deferred[track_sid] = (fanout, participant_sid)
+            return
+        self._add_sender(fanout, participant_sid, track_sid)
+
+    def _add_sender(self, fanout: AudioFanout, participant_sid: str, track_sid: str) -> None:
         track = fanout.subscribe(track_sid)
         transceiver = self.pc.addTransceiver(track, direction="sendonly")
         _aiortc.set_msid(transceiver.sender, f"{participant_sid}|{track_sid}", track_sid)
@@ -269,6 +282,8 @@ class SubscriberPeer(_PeerSide):
 
     def stop_forwarding(self, track_sid: str) -> bool:
         """Stop relaying a track; aiortc has no removeTrack, so detach it and make its section inactive."""
+        if self._deferred.pop(track_sid, None) is not None:
+            return False
         transceiver = self._senders.pop(track_sid, None)
         if transceiver is None or self._closed:
             return False
@@ -308,6 +323,12 @@ class SubscriberPeer(_PeerSide):
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)  # aiortc gathers all candidates here and puts them in the SDP
         self._send_offer(self.pc.localDescription.sdp)
+        if not self._offered:
+            self._offered = True
+            deferred, self._deferred = self._deferred, {}
+            for track_sid, (fanout, participant_sid) in deferred.items():
+                self._add_sender(fanout, participant_sid, track_sid)
+            self._renegotiate = self._renegotiate or bool(deferred)
 
     async def apply_answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
