@@ -5,8 +5,8 @@ A test that one engine is known to fail on purpose carries
 the day the difference disappears, the test says so); on every other engine it must pass. Each such
 difference is also written down, with its reason, in docs/engine-differences.md.
 
-To run the suite against a server that is already running (another machine's livekit-server, LiveKit
-Cloud, a prototype), set ``NBAGENTS_TEST_SERVER=URL,API_KEY,API_SECRET`` and pass one ``--engine``: the
+To run the suite against a server that is already running (started by hand inside the test network
+namespace: another build, another version), set ``NBAGENTS_TEST_SERVER=URL,API_KEY,API_SECRET`` and pass one ``--engine``: the
 server is then used instead of starting that engine, and that engine's known differences apply to it.
 """
 
