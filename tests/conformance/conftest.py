@@ -6,8 +6,9 @@ the day the difference disappears, the test says so); on every other engine it m
 difference is also written down, with its reason, in docs/engine-differences.md.
 
 To run the suite against a server that is already running (started by hand inside the test network
-namespace: another build, another version), set ``NBAGENTS_TEST_SERVER=URL,API_KEY,API_SECRET`` and pass one ``--engine``: the
-server is then used instead of starting that engine, and that engine's known differences apply to it.
+namespace: another build, another version), set ``NBAGENTS_TEST_SERVER=URL,API_KEY,API_SECRET`` and pass
+one ``--engine``: the server is then used instead of starting that engine, and that engine's known
+differences apply to it.
 """
 
 from __future__ import annotations
