@@ -47,6 +47,17 @@ class EngineFailed:
 
 
 @dataclasses.dataclass(frozen=True)
+class Assignment:
+    """A job a LiveKit server dispatched to the notebook (``%agent serve``): join with its token."""
+
+    job_id: str
+    job: bytes  # the serialized ``livekit.Job`` (room, metadata, dispatch id)
+    token: str  # lets the job join its room as the accepted agent participant
+    identity: str
+    url: str  # where to connect; empty means the engine's URL
+
+
+@dataclasses.dataclass(frozen=True)
 class StartJob:
     """Run a job in this process."""
 
@@ -60,6 +71,7 @@ class StartJob:
     log_dir: str
     credentials: EngineCredentials | None
     launched_at: float  # time.perf_counter() in the kernel (CLOCK_MONOTONIC: comparable across processes)
+    assignment: Assignment | None = None  # a dispatched job: join with the server's token, create no room
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,7 @@ def launch(
     *,
     departure_timeout: int = DEFAULT_DEPARTURE_TIMEOUT,
     jobs_dir: str | Path | None = None,
+    assignment: ipc.Assignment | None = None,
 ) -> Job:
     """Run ``entrypoint(ctx)`` as a job in its own process, in ``room``; returns the :class:`Job` at once.
 
@@ -58,6 +59,8 @@ def launch(
 
     ``departure_timeout`` (whole seconds, default 3; 0 keeps the server's default) is set on the room
     when the job creates it; ``jobs_dir`` (default ``.nbagents/jobs``) holds each job's directory.
+    ``assignment``: a job a server dispatched (see :mod:`nbagents.runtime.serve`); the job keeps the
+    server's job id and joins with its token instead of creating the room.
     """
     _check_entrypoint(entrypoint)
     if prewarm is not None and not callable(prewarm):
@@ -75,7 +78,8 @@ def launch(
         prewarm_blob = ship(prewarm, role="prewarm")
         prewarm_spec = (prewarm_blob, digest(prewarm_blob))
 
-    job_id = "AJ_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(12))
+    job_id = assignment.job_id if assignment is not None else \
+        "AJ_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(12))
     log_dir = Path(os.path.abspath(jobs_dir if jobs_dir is not None else JOBS_DIR)) / job_id
     try:
         log_dir.mkdir(parents=True)
@@ -106,6 +110,7 @@ def launch(
         log_dir=str(log_dir),
         credentials=_to_message(credentials) if credentials else None,
         launched_at=job.launched_perf,
+        assignment=assignment,
     )
     handle = pool.acquire(start.prewarm_digest)
     if handle is not None:

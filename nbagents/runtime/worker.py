@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from livekit import api, rtc
+from livekit.protocol import agent as agent_pb
 
 from nbagents.runtime import events as ev
 from nbagents.runtime import ipc
@@ -303,6 +304,14 @@ class JobRuntime:
         await self._credentials_future
         url, key, secret = self._credentials_tuple()
         room_name = self.start.room
+        assignment = self.start.assignment
+        if assignment is not None:  # dispatched: the server made the room and the token
+            self.token_claims = api.TokenVerifier(key, secret).verify(assignment.token)
+            await ctx.room.connect(assignment.url or url, assignment.token, options)
+            self.emit(ev.RoomConnected(room=room_name, room_sid=ctx.room._info.sid, url=assignment.url or url,
+                                       identity=ctx.local_participant_identity, seconds=time.perf_counter() - t0))
+            self.monitor.snapshot()
+            return
         await ctx.api.room.create_room(
             api.CreateRoomRequest(name=room_name, departure_timeout=self.start.departure_timeout)
         )
@@ -333,6 +342,9 @@ class JobRuntime:
     async def _main(self) -> None:
         start = self.start
         ctx = JobContext(runtime=self, proc=self.proc, job_id=start.job_id, room_name=start.room)
+        if start.assignment is not None:  # ctx.job and the identity are the server's
+            ctx._job = agent_pb.Job.FromString(start.assignment.job)
+            ctx._identity = start.assignment.identity
         self.ctx = ctx
         self.monitor = RoomMonitor(ctx.room, self.emit, self.report_exception)
         ctx.room.on("disconnected", self._on_disconnected)
