@@ -1,4 +1,5 @@
-"""``%%agent`` and ``%agent``: launch, list, stop, wait for and read the logs of jobs from notebook cells.
+"""``%%agent`` and ``%agent``: launch, list, stop, wait for and read the logs of jobs from notebook cells,
+and serve the notebook as an agent worker (``%agent serve``).
 
 Registered by ``%load_ext nbagents``. The runtime is imported on first use, so loading the extension
 costs nothing.
@@ -28,7 +29,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 if TYPE_CHECKING:
     from nbagents.runtime.job import Job, JobResult
 
-LINE_COMMANDS = ("list", "stop", "wait", "logs")
+LINE_COMMANDS = ("list", "stop", "wait", "logs", "serve")
 
 _USAGE = """\
 %%agent [--room ROOM] [--entrypoint NAME] [--timeout SECONDS] [--prewarm NAME]
@@ -37,7 +38,12 @@ _USAGE = """\
 %agent stop [ID] [--reason R]   shut a job down (default: the latest) and wait for its result
 %agent wait [ID]                wait for a job (default: the latest) to end; shows its result
 %agent logs [ID] [--tail N] [--level LEVEL]
-                                the job's log records (default: the latest job)"""
+                                the job's log records (default: the latest job)
+%agent serve [--agent-name N] [--entrypoint NAME] [--timeout SECONDS] [--prewarm NAME]
+                                register the notebook with the server as an agent worker: every job
+                                dispatched to it runs the entrypoint in its own process, like %%agent
+%agent serve stop [--wait]      stop taking jobs; stop running ones with their hooks (--wait: let them end)
+%agent serve status             the worker and the jobs dispatched to it"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +71,13 @@ def _line_parser(command: str) -> _Parser:
         p.add_argument("id", nargs="?", help="job id or a unique prefix of it (default: the latest job)")
     if command == "stop":
         p.add_argument("--reason", default="stopped with %agent stop")
+    if command == "serve":
+        p.add_argument("action", nargs="?", choices=("start", "stop", "status"), default="start")
+        p.add_argument("--agent-name", default="", help="only explicit dispatches for this name reach the notebook")
+        p.add_argument("--entrypoint", default="entrypoint", help="name of the entrypoint function to run")
+        p.add_argument("--timeout", type=float, help="shutdown_process_timeout in seconds")
+        p.add_argument("--prewarm", help="name of a prewarm function")
+        p.add_argument("--wait", action="store_true", help="(stop) let running jobs end on their own")
     if command == "logs":
         p.add_argument("--tail", type=int, default=None, help="only the last N records")
         p.add_argument("--level", default=None, help="only records at this level or above (DEBUG, INFO, ...)")
@@ -162,6 +175,40 @@ class AgentMagics(Magics):
     def _wait(self, args: argparse.Namespace) -> JobResult | _Waiting:
         return _wait_for(_find_job(args.id), "wait")
 
+    def _serve(self, args: argparse.Namespace) -> Any:
+        from nbagents.runtime import serve as serving
+
+        if args.action == "status":
+            server = serving.current_server()
+            return server if server is not None else "not serving: start with %agent serve"
+        if args.action == "stop":
+            server = serving.current_server()
+            if server is None:
+                raise UsageError("%agent serve stop: this notebook is not serving as an agent worker")
+            return _Pending(server.drain(wait=args.wait), "serve stop")
+        shell = self.shell
+        assert shell is not None
+        entrypoint = shell.user_ns.get(args.entrypoint)
+        if entrypoint is None or not inspect.iscoroutinefunction(entrypoint):
+            raise UsageError(
+                f"%agent serve: no async function {args.entrypoint!r} in the notebook; define "
+                f"`async def {args.entrypoint}(ctx: JobContext): ...` first, or name yours with --entrypoint NAME"
+            )
+        prewarm = shell.user_ns.get(args.prewarm) if args.prewarm else None
+        if args.prewarm and not callable(prewarm):
+            raise UsageError(f"%agent serve: --prewarm {args.prewarm!r} names no function in the notebook")
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError(f"%agent serve: --timeout must be a positive number of seconds (got {args.timeout:g})")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise UsageError("%agent serve needs the running event loop of a Jupyter kernel (the worker lives on "
+                             "it between cells); from plain Python use `await nbagents.runtime.serve.serve(...)`") from None
+        options: dict[str, Any] = {"agent_name": args.agent_name, "prewarm": prewarm}
+        if args.timeout is not None:
+            options["shutdown_process_timeout"] = args.timeout
+        return _Pending(serving.serve(entrypoint, **options), "serve")
+
     def _logs(self, args: argparse.Namespace) -> None:
         threshold = _level_number(args.level) if args.level else None
         job = _find_job(args.id)
@@ -217,6 +264,23 @@ class _Waiting:
         printer.text(repr(self))
 
 
+class _Pending:
+    """A step that needs the event loop (registering, draining); a top-level ``%agent serve ...`` line awaits it."""
+
+    def __init__(self, coro: Any, command: str) -> None:
+        self._coro = coro
+        self.command = command
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._coro.__await__()
+
+    def __repr__(self) -> str:
+        return f"<%agent {self.command} not awaited: put `%agent {self.command}` on its own line in the cell>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
 def _wait_for(job: Job, command: str) -> JobResult | _Waiting:
     try:
         asyncio.get_running_loop()
@@ -243,12 +307,12 @@ def _show_final(job: Job) -> None:
 # -- the input transformer that makes `%agent wait` wait in the foreground --------------------------------------
 
 _AWAITABLE_LINE = re.compile(
-    r"""^(?P<assign>[A-Za-z_]\w*\s*=\s*)?(?P<call>get_ipython\(\)\.run_line_magic\('agent',\s*(?P<q>['"])\s*(?:wait|stop)\b.*\))\s*$"""
+    r"""^(?P<assign>[A-Za-z_]\w*\s*=\s*)?(?P<call>get_ipython\(\)\.run_line_magic\('agent',\s*(?P<q>['"])\s*(?:wait|stop|serve\b(?!\s+status))\b.*\))\s*$"""
 )
 
 
 def await_agent_waits(lines: list[str]) -> list[str]:
-    """Turn top-level ``%agent wait|stop`` lines (already turned into Python by IPython) into awaited calls."""
+    """Turn top-level ``%agent wait|stop|serve`` lines (already turned into Python by IPython) into awaited calls."""
     out = []
     for line in lines:
         body = line.rstrip("\n")

@@ -158,7 +158,7 @@ def test_only_top_level_wait_and_stop_lines_are_awaited(shell):
 
 def test_bad_line_commands_are_explained(shell):
     unknown = shell.run_cell("%agent frobnicate")
-    assert "unknown %agent command 'frobnicate'; choose one of list, stop, wait, logs" in str(unknown.error_in_exec)
+    assert "unknown %agent command 'frobnicate'; choose one of list, stop, wait, logs, serve" in str(unknown.error_in_exec)
     no_such = shell.run_cell("%agent stop AJ_does_not_exist")
     assert "no job with id 'AJ_does_not_exist'" in str(no_such.error_in_exec)
     bad_level = shell.run_cell("%agent logs --level LOUD")

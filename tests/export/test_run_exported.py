@@ -50,6 +50,7 @@ EXPECTATIONS = {
     "tests/export/notebooks/greeter.ipynb": Expect(
         data="hello from greeter", topic="greeting", hook_line="shutdown hook: room"
     ),
+    "tests/notebooks/serve.ipynb": Expect(data="hello alice", topic="greeting", subscribes=False),
     "tests/notebooks/quickstart.ipynb": Expect(
         data="hello world", attributes={"user.language": "en"}, then_set={"user.language": "fr"}, reply="thanks!"
     ),
