@@ -157,3 +157,36 @@ async def test_subscribing_needs_can_subscribe(participants):
         await heard.hears_tone(440)
     assert not bob.events.events("track_subscribed")
     assert bobs_view.track is None
+
+
+async def test_every_one_of_several_concurrent_joiners_hears_the_publisher(participants):
+    """Subscriptions set up at the same moment, where a renegotiation race would leave one silent."""
+    import asyncio
+
+    room = unique_room()
+    alice = await participants(room, "alice")
+    await alice.publish_tone(440)
+    listeners = await asyncio.gather(*(participants(room, f"listener-{i}") for i in range(5)))
+
+    async def hears(peer) -> None:
+        async with listening(await peer.wait_for_track("alice")) as heard:
+            await heard.hears_tone(440)
+
+    await asyncio.gather(*(hears(peer) for peer in listeners))
+
+
+async def test_track_published_while_listeners_are_still_connecting_reaches_them_all(participants):
+    """Publishing renegotiates subscriber connections that may still be setting up their transport."""
+    import asyncio
+
+    room = unique_room()
+    alice = await participants(room, "alice")
+    joining = asyncio.gather(*(participants(room, f"listener-{i}") for i in range(4)))
+    await alice.publish_tone(660)
+    listeners = await joining
+
+    async def hears(peer) -> None:
+        async with listening(await peer.wait_for_track("alice")) as heard:
+            await heard.hears_tone(660)
+
+    await asyncio.gather(*(hears(peer) for peer in listeners))
