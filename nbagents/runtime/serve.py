@@ -53,6 +53,7 @@ class AgentServer:
         self.prewarm = prewarm
         self.shutdown_process_timeout = shutdown_process_timeout
         self.jobs: list[Job] = []
+        self.declined: list[proto.Job] = []  # offered while draining
         self.worker_id: str | None = None
         self.url: str | None = None
         self.draining = False
@@ -171,6 +172,8 @@ class AgentServer:
         if available:
             response.participant_identity = f"agent-{job.id}"
             response.participant_attributes["lk.agent.name"] = self.agent_name
+        else:
+            self.declined.append(job)
         await self._send(proto.WorkerMessage(availability=response))
 
     def _assigned(self, assignment: proto.JobAssignment) -> None:
