@@ -73,6 +73,13 @@ async def test_agent_serve_runs_dispatched_jobs_in_the_notebook(lk_server, tmp_p
 
         for index in range(serve_at + 1, len(cells)):
             await client.async_execute_cell(cells[index], index)
+        client.set_widgets_metadata()  # what execute() does at the end: keep the widgets' state
+
+    # the serving cell shows the worker's widget (dispatched jobs' inspectors join it later, outside any cell
+    # execution, where nbclient records no widget messages) with a text fallback for static viewers
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in cells[serve_at].outputs)
+    states = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
+    assert "nbagents-serve" in [c for state in states for c in state["state"].get("_dom_classes", [])]
 
     wait_cell = next(c for c in cells if c.source.startswith("result = %agent wait"))
     state, persisted = ast.literal_eval(_result(wait_cell))

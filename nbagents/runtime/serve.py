@@ -54,6 +54,7 @@ class AgentServer:
         self.shutdown_process_timeout = shutdown_process_timeout
         self.jobs: list[Job] = []
         self.declined: list[proto.Job] = []  # offered while draining
+        self._listeners: list[Callable[[Job | None], None]] = []
         self.worker_id: str | None = None
         self.url: str | None = None
         self.draining = False
@@ -115,6 +116,7 @@ class AgentServer:
         await self.close()
         if _current is self:
             _current = None
+        self._notify(None)
         return results
 
     async def close(self) -> None:
@@ -187,6 +189,7 @@ class AgentServer:
         launched = launch(self.entrypoint, room=job.room.name, prewarm=self.prewarm,
                           shutdown_process_timeout=self.shutdown_process_timeout, assignment=handoff)
         self.jobs.append(launched)
+        self._notify(launched)
         logger.info("agent worker %s: job %s dispatched for room %s", self.worker_id, job.id, job.room.name)
         self._spawn(self._send_job_status(job.id, proto.JobStatus.JS_RUNNING))
         self._spawn(self._report_outcome(launched))
@@ -208,6 +211,17 @@ class AgentServer:
             if job.id == job_id and not job.done:
                 job.request_stop("terminated by the server (its dispatch was deleted)")
 
+    def subscribe(self, listener: Callable[[Job | None], None]) -> None:
+        """Call ``listener(job)`` for every job dispatched from now on, and ``listener(None)`` once drained."""
+        self._listeners.append(listener)
+
+    def _notify(self, job: Job | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(job)
+            except Exception:
+                logger.exception("agent worker %s: a job listener failed", self.worker_id)
+
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -227,6 +241,11 @@ class AgentServer:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+    def _ipython_display_(self) -> None:
+        from nbagents.ui._serving import display_server
+
+        display_server(self)
 
 
 async def serve(entrypoint: Callable[[Any], Awaitable[None]], *, agent_name: str = "",
