@@ -58,8 +58,8 @@ class AudioFanout:
         self._decoder_stopped = False
         _aiortc.tap_rtp(receiver, self._on_rtp)
 
-    def subscribe(self, track_id: str) -> ForwardedAudioTrack:
-        track = ForwardedAudioTrack(self, track_id)
+    def subscribe(self, track_sid: str) -> ForwardedAudioTrack:
+        track = ForwardedAudioTrack(self, track_sid)
         self._subscribers.add(track)
         return track
 
@@ -97,9 +97,9 @@ class ForwardedAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, fanout: AudioFanout, track_id: str) -> None:
+    def __init__(self, fanout: AudioFanout, track_sid: str) -> None:
         super().__init__()
-        self._id = track_id
+        self.track_sid = track_sid
         self._fanout = fanout
         self._queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue(FORWARD_QUEUE_PACKETS)
         self._sending = False
@@ -115,7 +115,7 @@ class ForwardedAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if not self._sending:
-            log.debug("relaying %s to a subscriber: its sender started", self._id)
+            log.debug("relaying %s to a subscriber: its sender started", self.track_sid)
         self._sending = True
         payload, timestamp = await self._queue.get()
         packet = av.Packet(payload)
