@@ -9,8 +9,18 @@ def load_ipython_extension(ipython: Any) -> None:
     from nbagents.magics import AgentMagics, await_agent_waits
 
     ipython.register_magics(AgentMagics)
+    _start_job_processes()
     if await_agent_waits not in ipython.input_transformers_post:
         ipython.input_transformers_post.append(await_agent_waits)
+
+
+def _start_job_processes() -> None:
+    """Start the preloaded job-process zygote now, in the background, so the first launch takes
+    milliseconds instead of the second a fresh Python plus ``import livekit`` takes. The engine is
+    left to the first launch: a notebook may still choose it (``NBAGENTS_ENGINE``, ``LIVEKIT_URL``)."""
+    from nbagents.runtime.pool import shared_pool
+
+    shared_pool().start()
 
 
 def unload_ipython_extension(ipython: Any) -> None:

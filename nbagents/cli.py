@@ -9,9 +9,11 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nbagents", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    server = sub.add_parser("server", help="run the embedded LiveKit-protocol dev server")
+    server = sub.add_parser("server", help="run the embedded LiveKit-protocol dev server", add_help=False)
     server.set_defaults(run=_run_server)
-    demo = sub.add_parser("demo", help="run the documentation's example end to end, headless, and narrate it")
+    demo = sub.add_parser(
+        "demo", help="run the documentation's example end to end, headless, and narrate it", add_help=False
+    )
     demo.set_defaults(run=_run_demo)
     export = sub.add_parser("export", help="export a notebook to a livekit-agents worker script", add_help=False)
     export.set_defaults(run=_run_export)

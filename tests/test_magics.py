@@ -192,11 +192,15 @@ def test_quickstart_notebook_runs_in_a_real_kernel(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("LIVEKIT_URL", "NBAGENTS_ENGINE")}
     client.execute(env=env)
 
-    def text(cell) -> str:
+    def text(cell) -> str:  # stdout and values; stderr holds the engine line nbagents prints once
         parts = []
         for output in cell.outputs:
-            parts.append(output.get("text", "") or output.get("data", {}).get("text/plain", ""))
+            if output.get("name") != "stderr":
+                parts.append(output.get("text", "") or output.get("data", {}).get("text/plain", ""))
         return "".join(parts)
+
+    every_output = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+    assert "nbagents engine: embedded at ws://127.0.0.1:" in every_output
 
     def result_text(cell) -> str:  # the cell's value only: %agent wait also displays the final state
         return "".join(o["data"]["text/plain"] for o in cell.outputs if o.output_type == "execute_result")

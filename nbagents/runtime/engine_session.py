@@ -1,16 +1,14 @@
 """The kernel's LiveKit server: started on first use, shared by every job, stopped at exit.
 
-Which server: ``nbagents.engines.select_engine()`` decides when it exists (``LIVEKIT_URL`` set -> that
-server; else livekit-server on PATH; else the embedded one). Without it, ``LIVEKIT_URL`` /
-``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET`` name a running server, and otherwise the embedded engine
-is started. The engine starts in a background thread so that ``launch()`` never waits for it: the job
+Which server: ``nbagents.engines.select_engine()`` decides (``NBAGENTS_ENGINE``; else ``LIVEKIT_URL``
+set -> that server; else livekit-server on PATH; else the embedded one), and the choice is printed once. The engine starts in a background thread so that ``launch()`` never waits for it: the job
 process receives the credentials when they are ready, and ``ctx.connect()`` waits for them.
 """
 
 from __future__ import annotations
 
 import atexit
-import os
+import sys
 import threading
 import traceback
 from typing import Any, Callable
@@ -32,6 +30,7 @@ class EngineSession:
         self._error: str | None = None
         self._started = False
         self._listeners: list[Listener] = []
+        self.description: str | None = None  # the engine line printed for the user once it started
 
     @property
     def credentials(self) -> Credentials | None:
@@ -78,13 +77,14 @@ class EngineSession:
         credentials: Credentials | None = None
         error: str | None = None
         try:
-            engine = _choose_engine()
-            if isinstance(engine, Credentials):
-                credentials = engine
-            else:
-                credentials = engine.start()
-                self._engine = engine
-                atexit.register(self.stop)
+            from nbagents.engines import describe_engine, select_engine
+
+            engine = select_engine()
+            credentials = engine.start()
+            self._engine = engine
+            self.description = describe_engine(engine)
+            atexit.register(self.stop)
+            print(self.description, file=sys.stderr, flush=True)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if not str(exc):
@@ -99,21 +99,6 @@ class EngineSession:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.stop()
-
-
-def _choose_engine() -> Any:
-    from nbagents import engines
-
-    select = getattr(engines, "select_engine", None)
-    if select is not None:
-        return select()
-    url = os.environ.get("LIVEKIT_URL")
-    if url:
-        key, secret = os.environ.get("LIVEKIT_API_KEY"), os.environ.get("LIVEKIT_API_SECRET")
-        if not key or not secret:
-            raise RuntimeError("LIVEKIT_URL is set but LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not: set all three")
-        return Credentials(url, key, secret)
-    return engines.make_engine("embedded")
 
 
 _shared: EngineSession | None = None
