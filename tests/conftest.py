@@ -63,6 +63,15 @@ def lk_server(request: pytest.FixtureRequest):
         engine.stop()
 
 
+@pytest.fixture
+def server(lk_server: LiveServer) -> LiveServer:
+    """The session's LiveKit server, made the kernel's engine: jobs and simulated participants use it."""
+    from nbagents.runtime.engine_session import shared_engine
+
+    shared_engine().use((lk_server.url, lk_server.api_key, lk_server.api_secret))
+    return lk_server
+
+
 def _test_options(engine: str) -> dict:
     """Engine options for tests: short room timeouts so tests observe room closing quickly."""
     if engine == "livekit-server":

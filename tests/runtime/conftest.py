@@ -11,19 +11,11 @@ from typing import AsyncIterator, Callable
 
 import numpy as np
 import pytest
+from waiting import wait_until
 from livekit import api, rtc
 
-from nbagents.runtime.engine_session import shared_engine
 from nbagents.runtime.job import Job
 
-WAIT = 60.0  # generous: the machine is small and shared
-
-
-@pytest.fixture
-def server(lk_server):
-    """The session's LiveKit server, used by every job launched in the test."""
-    shared_engine().use((lk_server.url, lk_server.api_key, lk_server.api_secret))
-    return lk_server
 
 
 @pytest.fixture
@@ -92,15 +84,6 @@ def human(server) -> Callable[..., contextlib.AbstractAsyncContextManager[Human]
                 await person.leave()
 
     return join
-
-
-async def wait_until(predicate: Callable[[], object], timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is truthy (the tests wait for events, never for fixed durations)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def wait_connected(job: Job) -> None:

@@ -14,7 +14,9 @@ from livekit import api, rtc
 from nbagents import AutoSubscribe, JobContext, JobProcess, launch
 from nbagents.runtime import events as ev
 
-from .conftest import wait_connected, wait_until
+from waiting import wait_until
+
+from .conftest import wait_connected
 
 
 async def listen_to_audio(ctx: JobContext) -> None:

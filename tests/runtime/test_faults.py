@@ -19,7 +19,9 @@ from nbagents import JobContext, ShippingError, launch
 from nbagents.runtime import events as ev
 from nbagents.runtime.persist import read_event_log
 
-from .conftest import WAIT, wait_connected, wait_until
+from waiting import WAIT, wait_until
+
+from .conftest import wait_connected
 
 
 async def raise_after_connect(ctx: JobContext) -> None:

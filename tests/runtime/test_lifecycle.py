@@ -12,7 +12,9 @@ from nbagents.engines import make_engine
 from nbagents.runtime import events as ev
 from nbagents.runtime.engine_session import shared_engine
 
-from .conftest import WAIT, wait_connected, wait_until
+from waiting import WAIT, wait_until
+
+from .conftest import wait_connected
 
 
 async def hold_the_room(ctx: JobContext) -> None:

@@ -21,7 +21,7 @@ from nbagents import JobContext, launch, sim
 from nbagents.ui import STATE_MIME, Inspector, join, join_token, overview
 from nbagents.ui._final import final_plot_png, plot_bundle, state_bundle
 
-from .conftest import wait_until
+from waiting import wait_until
 
 
 async def agent_that_listens(ctx: JobContext) -> None:
