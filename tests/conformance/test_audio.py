@@ -6,6 +6,8 @@ and checks the tone's frequency and level, window by window.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from livekit import rtc
 from livekit.rtc.participant import PublishTrackError
@@ -161,8 +163,6 @@ async def test_subscribing_needs_can_subscribe(participants):
 
 async def test_every_one_of_several_concurrent_joiners_hears_the_publisher(participants):
     """Subscriptions set up at the same moment, where a renegotiation race would leave one silent."""
-    import asyncio
-
     room = unique_room()
     alice = await participants(room, "alice")
     await alice.publish_tone(440)
@@ -177,8 +177,6 @@ async def test_every_one_of_several_concurrent_joiners_hears_the_publisher(parti
 
 async def test_track_published_while_listeners_are_still_connecting_reaches_them_all(participants):
     """Publishing renegotiates subscriber connections that may still be setting up their transport."""
-    import asyncio
-
     room = unique_room()
     alice = await participants(room, "alice")
     joining = asyncio.gather(*(participants(room, f"listener-{i}") for i in range(4)))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 from livekit import rtc
+from livekit.protocol import models
 
 from .helpers import TIMEOUT, unique_room
+from .raw import raw_data_sender
 
 
 def from_sender(identity: str, payload: bytes):
@@ -94,10 +96,6 @@ async def test_publishing_data_needs_can_publish_data(participants):
 
 async def test_sender_identity_comes_from_the_server_not_the_packet(lk_server, participants):
     """A client that writes someone else's identity into its packets is not believed."""
-    from livekit.protocol import models
-
-    from .raw import raw_data_sender
-
     room = unique_room()
     alice = await participants(room, "alice")
     bob = await participants(room, "bob")

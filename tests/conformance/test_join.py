@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from livekit import rtc
+from livekit import api, rtc
 
 from .helpers import unique_room, wait_until
 
@@ -55,8 +55,6 @@ async def test_join_and_leave_are_seen_by_others(participants):
 
 
 async def test_clean_leave_is_seen_as_client_initiated_and_empties_the_room(participants, lk_api):
-    from livekit import api
-
     room = unique_room()
     alice = await participants(room, "alice")
     bob = await participants(room, "bob")
@@ -75,8 +73,6 @@ async def test_clean_leave_is_seen_as_client_initiated_and_empties_the_room(part
 
 async def test_joining_again_with_the_same_identity_replaces_the_first_connection(participants, lk_api):
     """What re-running a notebook cell does: the newer connection wins, the older one is told why it ended."""
-    from livekit import api
-
     room = unique_room()
     observer = await participants(room, "observer")
     first = await participants(room, "alice")
