@@ -32,6 +32,8 @@ async def list_dispatch(state: ServerState, claims: Claims,
     if not req.room:
         raise TwirpError("invalid_argument", "ListDispatch needs a room name")
     claims.require_room_admin(req.room)
+    if state.rooms.get(req.room) is None:  # livekit-server refuses too (it finds no node hosting the room)
+        raise TwirpError("not_found", f"room {req.room!r} does not exist, so it has no dispatches")
     dispatches = [d for d in state.agents.dispatches(req.room) if not req.dispatch_id or d.id == req.dispatch_id]
     return proto.ListAgentDispatchResponse(agent_dispatches=dispatches)
 

@@ -108,9 +108,10 @@ class WorkerSession:
             log.info("worker %s answered availability for unknown job %s", self.id, response.job_id)
 
     def gone(self) -> None:
-        for future in self._answers.values():
+        """The worker disconnected: its pending offers count as declined, so they go to another worker."""
+        for job_id, future in self._answers.items():
             if not future.done():
-                future.cancel()
+                future.set_result(proto.AvailabilityResponse(job_id=job_id, available=False))
 
 
 class AgentDispatcher:

@@ -188,3 +188,31 @@ async def test_the_agent_leaves_when_the_room_holds_only_agents(lk_server, parti
             await asyncio.wait_for(disconnected.wait(), TIMEOUT)
         finally:
             await agent_room.disconnect()
+
+
+async def test_dispatches_of_a_missing_room_or_id_are_an_error(lk_api, participants):
+    # livekit-server answers 503 "no response from servers" (no node hosts the room); the embedded server
+    # a Twirp not_found that says which room or dispatch is missing. Both refuse.
+    with pytest.raises(api.TwirpError):
+        await lk_api.agent_dispatch.list_dispatch(room_name=unique_room("nowhere"))
+    room = unique_room("errors")
+    await participants(room, "alice")
+    with pytest.raises(api.TwirpError):
+        await lk_api.agent_dispatch.delete_dispatch("AD_doesnotexist", room)
+
+
+async def test_a_dispatch_lists_its_jobs(lk_api, lk_server, participants):
+    room = unique_room("jobs")
+    name = unique_agent("jobs")
+    async with registered_worker(lk_server, name) as worker:
+        await participants(room, "alice")
+        dispatch = await lk_api.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name=name, room=room))
+        job = await worker.job_request(room)
+        await worker.accept(job, identity="lister")
+
+        async def listed_job() -> bool:
+            found = await lk_api.agent_dispatch.get_dispatch(dispatch_id=dispatch.id, room_name=room)
+            return found is not None and [j.id for j in found.state.jobs] == [job.id]
+        await wait_until(listed_job, "the dispatch lists its job")
+        found = await lk_api.agent_dispatch.get_dispatch(dispatch_id=dispatch.id, room_name=room)
+        assert found.state.jobs[0].state.participant_identity == "lister"
