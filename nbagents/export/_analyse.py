@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nbagents.export._cells import ParsedCell
+from nbagents.export._cells import ParsedCell, parse_agent_options
 from nbagents.export._errors import ExportError
 
 # nbagents names that are livekit-agents names in a worker script.
@@ -246,6 +246,7 @@ class _Analyser:
                         self._bind(alias.asname or alias.name.split(".")[0], cell, stmt)
                 return plan
         self._record_launches(cell, stmt)
+        self._record_serves(cell, stmt)
         reasons = []
         if _awaits_at_top_level(stmt):
             reasons.append("top-level await")
@@ -351,6 +352,31 @@ class _Analyser:
                         )
                     options[keyword.arg] = value.value
             self.sites.append(Site(where, "launch()", entrypoint, prewarm, options))
+
+    def _record_serves(self, cell: ParsedCell, stmt: ast.stmt) -> None:
+        """``%agent serve [--agent-name N] [--timeout S] ...`` runs the entrypoint as a worker: its options count."""
+        for node in _walk_outside_functions(stmt):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "run_line_magic" and len(node.args) == 2
+                    and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)):
+                continue
+            magic, line = node.args[0].value, node.args[1].value  # type: ignore[union-attr]
+            words = line.split(None, 1)
+            if magic != "agent" or not words or words[0] != "serve":
+                continue
+            arguments = words[1] if len(words) > 1 else ""
+            if arguments.split()[:1] in (["stop"], ["status"]):
+                continue
+            opts = parse_agent_options(arguments, cell.cell)
+            where = f"{cell.cell.label}, line {cell.cell_line(node.lineno)}"
+            entrypoint = self._resolve(opts.entrypoint, where, "%agent serve", role="entrypoint")
+            prewarm = self._resolve(opts.prewarm, where, "%agent serve --prewarm", role="prewarm") if opts.prewarm else None
+            options: dict[str, Any] = {}
+            if opts.timeout is not None:
+                options["shutdown_process_timeout"] = opts.timeout
+            if opts.agent_name is not None:
+                options["agent_name"] = opts.agent_name
+            self.sites.append(Site(where, "%agent serve", entrypoint, prewarm, options))
 
     def _resolve(self, name: str, where: str, how: str, *, role: str) -> Binding:
         if name in self.bindings:

@@ -281,3 +281,19 @@ def test_nbconvert_shows_the_export_error(tmp_path):
     done = subprocess.run([BIN / "jupyter", "nbconvert", "--to", "nbagents", path], capture_output=True, text=True)
     assert done.returncode != 0
     assert "two entrypoints" in done.stderr
+
+
+def test_agent_serve_options_become_worker_options():
+    exported = export_notebook_node(
+        notebook("%load_ext nbagents", f"{IMPORTS}\n\n{AGENT}", "%agent serve --agent-name greeter --timeout 7",
+                 "%agent serve stop"),
+        name="test.ipynb",
+    )
+    assert exported.options["agent_name"] == "greeter"
+    assert exported.options["shutdown_process_timeout"] == 7.0
+    assert 'agent_name="greeter"' in exported.source
+
+
+def test_agent_serve_of_an_undefined_entrypoint_is_refused():
+    message = export_error("%load_ext nbagents", f"{IMPORTS}\n\n{AGENT}", "%agent serve --entrypoint greet")
+    assert "%agent serve runs the entrypoint `greet`" in message and message.startswith("cell 4")
