@@ -53,8 +53,8 @@ class RawSignal:
         """Read (and drop) whatever the server still sends until it closes; False if it never does."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
-            while await self.next_response(max(0.1, deadline - loop.time())) is not None:
+        try:  # any frame type: after a text frame livekit-server may answer in JSON before it closes
+            while (await self.ws.receive(timeout=max(0.1, deadline - loop.time()))).type not in CLOSED:
                 if loop.time() > deadline:
                     return False
         except asyncio.TimeoutError:
