@@ -74,7 +74,7 @@ class AgentServer:
         self.url = url
         token = api.AccessToken(key, secret).with_grants(api.VideoGrants(agent=True)).to_jwt()
         self._session = aiohttp.ClientSession()
-        agent_url = url.rstrip("/") + "/agent"
+        agent_url = _ws_url(url).rstrip("/") + "/agent"
         try:
             self._ws = await self._session.ws_connect(agent_url, headers={"Authorization": f"Bearer {token}"},
                                                       heartbeat=30)
@@ -272,3 +272,11 @@ def _version() -> str:
         return f"nbagents {version('nbagents')}"
     except Exception:
         return "nbagents"
+
+
+def _ws_url(url: str) -> str:
+    """LIVEKIT_URL may be given as http(s)://; the worker protocol is a websocket."""
+    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if url.startswith(http):
+            return ws + url[len(http):]
+    return url
