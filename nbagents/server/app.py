@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from nbagents.server import agent_twirp, dispatch, signaling, twirp
-from nbagents.server.agent_rooms import AgentOnlyRoomCloser
 from nbagents.server.auth import TokenVerifier
 from nbagents.server.rooms import RoomDefaults, RoomRegistry
 from nbagents.server.state import STATE, ServerState
@@ -53,8 +52,7 @@ def make_app(api_keys: Mapping[str, str], room_defaults: RoomDefaults = RoomDefa
     app = web.Application(middlewares=[cors])
     rooms = RoomRegistry(room_defaults)
     app[STATE] = ServerState(verifier=TokenVerifier(api_keys), rooms=rooms,
-                             agents=dispatch.AgentDispatcher(rooms, api_keys),
-                             agent_only_rooms=AgentOnlyRoomCloser(rooms))
+                             agents=dispatch.AgentDispatcher(rooms, api_keys))
     app.router.add_get("/", health)
     app.router.add_get("/rtc", signaling.rtc)
     app.router.add_get("/rtc/validate", signaling.validate)
@@ -70,6 +68,5 @@ def make_app(api_keys: Mapping[str, str], room_defaults: RoomDefaults = RoomDefa
 
 async def _disconnect_everyone(app: web.Application) -> None:
     state = app[STATE]
-    state.agent_only_rooms.close()
     await state.agents.close()
     await state.rooms.close_all()

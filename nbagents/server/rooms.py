@@ -50,8 +50,12 @@ class Room:
         self.metadata = metadata
         self.version = 0
         self.participants: dict[str, Participant] = {}
-        self.last_departure: float | None = None
+        self.last_departure: float | None = None  # when the last participant who is not an agent left
         self.closed = False
+
+    def has_humans(self) -> bool:
+        """Whether anyone but agents is in the room: agents alone do not keep a room open."""
+        return any(p.info.kind != models.ParticipantInfo.Kind.AGENT for p in self.participants.values())
 
     def info(self) -> models.Room:
         created = self.created_at
@@ -96,7 +100,8 @@ class Room:
         if self.participants.get(participant.identity) is not participant:
             return
         del self.participants[participant.identity]
-        self.last_departure = time.time()
+        if participant.info.kind != models.ParticipantInfo.Kind.AGENT:
+            self.last_departure = time.time()
         for other in self.participants.values():
             for track in participant.published.values():
                 other.unsubscribe(track.info.sid)
@@ -127,7 +132,12 @@ class Room:
 
 
 class RoomRegistry:
-    """All rooms of the server by name; closes rooms whose empty or departure timeout ran out."""
+    """All rooms of the server by name; closes rooms whose empty or departure timeout ran out.
+
+    As in livekit-server, a room that holds only agents counts as empty: ``departure_timeout`` after the last
+    other participant left (``empty_timeout`` after creation if nobody else came) it closes and its agents are
+    disconnected with ROOM_CLOSED. That is how a dispatched agent's job learns that its humans have gone.
+    """
 
     def __init__(self, defaults: RoomDefaults = RoomDefaults()) -> None:
         self.defaults = defaults
@@ -151,25 +161,30 @@ class RoomRegistry:
         return room
 
     def schedule_close_check(self, room: Room) -> None:
-        """(Re)arm the timer that closes ``room`` if it is still empty when its timeout runs out."""
+        """(Re)arm the timer that closes ``room`` if only agents (or nobody) are in it when its timeout runs out.
+
+        Call it whenever someone joins or leaves."""
         timer = self._timers.pop(room.name, None)
         if timer is not None:
             timer.cancel()
-        if room.participants or room.closed:
+        if room.closed or room.has_humans():
             return
         if room.last_departure is None:
             deadline = room.created_at + room.empty_timeout
         else:
             deadline = room.last_departure + room.departure_timeout
         delay = max(0.0, deadline - time.time())
-        self._timers[room.name] = asyncio.get_running_loop().call_later(delay, self._close_if_empty, room)
+        self._timers[room.name] = asyncio.get_running_loop().call_later(delay, self._close_if_unattended, room)
 
-    def _close_if_empty(self, room: Room) -> None:
+    def _close_if_unattended(self, room: Room) -> None:
         self._timers.pop(room.name, None)
-        if room.participants or self.rooms.get(room.name) is not room:
+        if room.has_humans() or self.rooms.get(room.name) is not room:
             return
-        log.info("room %s closed after staying empty", room.name)
+        agents = list(room.participants.values())
+        log.info("room %s closed after its timeout%s", room.name, " (only agents were left)" if agents else "")
         self._forget(room)
+        for agent in agents:
+            asyncio.ensure_future(agent.close(models.DisconnectReason.ROOM_CLOSED, notify=True))
 
     async def delete(self, name: str) -> bool:
         """Delete a room, disconnecting everyone in it with reason ROOM_DELETED. False if there was none."""

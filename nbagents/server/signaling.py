@@ -91,7 +91,6 @@ async def rtc(request: web.Request) -> web.StreamResponse:
                               on_closed=lambda p: _participant_left(state, p))
     room.add(participant)
     state.rooms.schedule_close_check(room)
-    state.agent_only_rooms.changed(room)
     if created:
         state.agents.room_created(room, config.agents if config is not None else ())
     log.info("%s joined %s (%s)", participant.identity, room.name, participant.sid)
@@ -113,7 +112,6 @@ def _room_settings(config: RoomConfiguration | None) -> dict[str, Any]:
 
 def _participant_left(state: ServerState, participant: Participant) -> None:
     state.rooms.schedule_close_check(participant.room)
-    state.agent_only_rooms.changed(participant.room, departed=participant)
 
 
 async def _serve(participant: Participant, ws: web.WebSocketResponse) -> int:

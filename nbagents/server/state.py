@@ -11,7 +11,6 @@ from nbagents.server.auth import TokenVerifier
 from nbagents.server.rooms import RoomRegistry
 
 if TYPE_CHECKING:
-    from nbagents.server.agent_rooms import AgentOnlyRoomCloser
     from nbagents.server.dispatch import AgentDispatcher
 
 
@@ -20,7 +19,6 @@ class ServerState:
     verifier: TokenVerifier
     rooms: RoomRegistry
     agents: AgentDispatcher
-    agent_only_rooms: AgentOnlyRoomCloser
 
 
 STATE = web.AppKey("nbagents_server_state", ServerState)
