@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 LINE_COMMANDS = ("list", "stop", "wait", "logs", "serve")
 
 _USAGE = """\
-%%agent [--room ROOM] [--entrypoint NAME] [--timeout SECONDS] [--prewarm NAME]
+%%agent [--room ROOM] [--entrypoint NAME] [--timeout SECONDS] [--prewarm NAME] [--agent-name N]
     run the cell in the notebook's namespace, then launch the entrypoint it defines as a job
 %agent list                     every job of this kernel with its state
 %agent stop [ID] [--reason R]   shut a job down (default: the latest) and wait for its result
@@ -62,6 +62,8 @@ def _cell_parser() -> _Parser:
     p.add_argument("--entrypoint", default="entrypoint", help="name of the entrypoint function the cell defines")
     p.add_argument("--timeout", type=float, help="shutdown_process_timeout in seconds")
     p.add_argument("--prewarm", help="name of a prewarm function (runs in the job process before the entrypoint)")
+    p.add_argument("--agent-name", default="", help="the worker's agent_name in an exported script (nbagents export); "
+                   "a launched job runs in --room directly")
     return p
 
 

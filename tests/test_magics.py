@@ -51,7 +51,7 @@ def room_name() -> str:
 
 
 AGENT_CELL = '''\
-%%agent --room {room} --timeout 5
+%%agent --room {room} --timeout 5 --agent-name greeter
 import logging
 
 async def entrypoint(ctx):
