@@ -29,7 +29,12 @@ _LAZY = {
 __all__ = ["AutoSubscribe", "Job", "JobContext", "JobProcess", "JobResult", "ShippingError", "WorkerOptions", "jobs", "launch"]
 
 
+_SUBMODULES = ("sim", "ui", "engines", "server", "export")  # ``nbagents.sim.join(...)`` after ``import nbagents``
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"nbagents.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'nbagents' has no attribute {name!r}")
@@ -39,7 +44,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, *_SUBMODULES])
 
 
 def load_ipython_extension(ipython: Any) -> None:
