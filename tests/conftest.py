@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import pytest
+from live_server import LiveServer
 
 ALL_ENGINES = ("embedded", "livekit-server")
 
@@ -29,20 +29,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def selected_engines(config: pytest.Config) -> list[str]:
     return config.getoption("engine") or list(ALL_ENGINES)
-
-
-@dataclass(frozen=True)
-class LiveServer:
-    """A running LiveKit server under test."""
-
-    engine: str
-    url: str
-    api_key: str
-    api_secret: str
-
-    @property
-    def http_url(self) -> str:
-        return self.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

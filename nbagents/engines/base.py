@@ -22,6 +22,7 @@ class Engine(abc.ABC):
     """A LiveKit server: started (or merely located) by ``start()``, released by ``stop()``."""
 
     name: str = "engine"
+    _credentials: Credentials | None = None  # set by start(), cleared by stop()
 
     @abc.abstractmethod
     def start(self) -> Credentials:
@@ -32,9 +33,9 @@ class Engine(abc.ABC):
         """Release the server (stop it if this engine started it). Safe to call twice."""
 
     @property
-    @abc.abstractmethod
     def credentials(self) -> Credentials | None:
         """The credentials while started, else None."""
+        return self._credentials
 
     def __enter__(self) -> Credentials:
         return self.start()

@@ -155,10 +155,6 @@ class LiveKitServerEngine(Engine):
         self._credentials: Credentials | None = None
 
     @property
-    def credentials(self) -> Credentials | None:
-        return self._credentials
-
-    @property
     def pid(self) -> int | None:
         """The server's process id while it runs."""
         return self._process.pid if self._process is not None else None

@@ -53,10 +53,6 @@ class RemoteEngine(Engine):
         self.timeout = timeout
         self._credentials: Credentials | None = None
 
-    @property
-    def credentials(self) -> Credentials | None:
-        return self._credentials
-
     def describe(self) -> str:
         return f"remote LiveKit server at {self.url or '(no URL)'}"
 

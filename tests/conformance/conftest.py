@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
+from live_server import LiveServer
 from livekit import api
 
 from .helpers import ParticipantFactory, service
@@ -44,24 +44,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 EXTERNAL_SERVER_ENV = "NBAGENTS_TEST_SERVER"
 
 
-@dataclass(frozen=True)
-class ExternalServer:
-    """A server given by NBAGENTS_TEST_SERVER; the same fields as tests/conftest.py's LiveServer."""
-
-    engine: str
-    url: str
-    api_key: str
-    api_secret: str
-
-    @property
-    def http_url(self) -> str:
-        return self.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-
-
 if os.environ.get(EXTERNAL_SERVER_ENV):
 
     @pytest.fixture(scope="session")
-    def lk_server(request: pytest.FixtureRequest) -> ExternalServer:
+    def lk_server(request: pytest.FixtureRequest) -> LiveServer:
         """Overrides the engine-starting fixture of tests/conftest.py with the given running server."""
         parts = os.environ[EXTERNAL_SERVER_ENV].split(",")
         if len(parts) != 3 or not all(parts):
@@ -71,7 +57,7 @@ if os.environ.get(EXTERNAL_SERVER_ENV):
             raise pytest.UsageError(f"with {EXTERNAL_SERVER_ENV}, pass exactly one --engine: the engine whose "
                                     "known differences apply to that server")
         url, key, secret = parts
-        return ExternalServer(request.param, url, key, secret)
+        return LiveServer(request.param, url, key, secret)
 
 
 @pytest.fixture
