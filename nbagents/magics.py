@@ -150,9 +150,12 @@ class AgentMagics(Magics):
         __tracebackhide__ = True
         shell = self.shell
         assert shell is not None
-        code = shell.transform_cell(cell)
+        # one empty line stands for the %%agent line, so line numbers are those the notebook shows
+        code = "\n" + shell.transform_cell(cell)
         # register the source with linecache so tracebacks and inspect.getsource can show the cell's lines
-        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        # the number of the running cell (In[N]), as the Out[N] prompt counts it on every IPython version
+        number = getattr(shell.displayhook, "prompt_count", shell.execution_count)
+        filename = shell.compile.cache(code, number, raw_code=cell)
         try:
             compiled = compile(code, filename, "exec", dont_inherit=True)
         except SyntaxError as exc:
@@ -214,7 +217,7 @@ class AgentMagics(Magics):
     def _logs(self, args: argparse.Namespace) -> None:
         threshold = _level_number(args.level) if args.level else None
         job = _find_job(args.id)
-        records = list(job.logs)
+        records = sorted([*job.logs, *_errors_not_logged(job)], key=lambda record: record.time)
         if threshold is not None:
             records = [r for r in records if _level_number(r.level) >= threshold]
         if args.tail is not None:
@@ -364,6 +367,18 @@ def _level_number(level: str) -> int:
 def format_log_record(record: Any) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(record.time)) + f".{int(record.time % 1 * 1000):03d}"
     return f"{stamp} {record.level:<8} {record.logger}: {record.message}"
+
+
+def _errors_not_logged(job: Job) -> list[Any]:
+    """The job's errors (with their tracebacks) as ERROR records, unless a log record already holds them."""
+    from nbagents.runtime.events import LogRecord
+
+    logged = [record.message for record in job.logs]
+    return [
+        LogRecord(level="ERROR", logger=error.where, message=f"{error.message}\n{error.traceback}".rstrip(), time=error.time)
+        for error in job.errors
+        if not (error.traceback and any(error.traceback.strip() in message for message in logged))
+    ]
 
 
 def _add_note(exc: BaseException, note: str) -> None:

@@ -71,7 +71,7 @@ def test_syntax_error_launches_nothing_and_says_so(shell, capsys):
     shell.user_ns.pop("entrypoint", None)
     result = shell.run_cell(f"%%agent --room {room_name()}\nasync def entrypoint(ctx):\n    await ctx.connect(\n")
     assert isinstance(result.error_in_exec, UsageError)
-    assert "syntax error on line 2 of the cell; nothing was run or launched" in str(result.error_in_exec)
+    assert "syntax error on line 3 of the cell; nothing was run or launched" in str(result.error_in_exec)
     assert "SyntaxError" in capsys.readouterr().out  # shown like any cell's syntax error
     assert len(jobs()) == before
     assert "entrypoint" not in shell.user_ns
@@ -227,3 +227,36 @@ def test_an_unshippable_global_is_named_and_nothing_is_launched(shell):
     assert result.error_in_exec is not None
     assert "GUARD" in str(result.error_in_exec)
     assert len(jobs()) == before
+
+
+def test_a_job_traceback_names_the_notebook_cells_and_quotes_their_lines(shell, capsys):
+    """As IPython shows a cell's error: ``Cell In[N], line L`` and the line, in the result, the errors and the logs."""
+    helper_cell = ok_count(shell, "def check_language(language):\n    assert language == 'fr', f'unexpected language {language!r}'\n")
+    agent_cell = ok_count(
+        shell,
+        f"%%agent --room {room_name()} --timeout 5\n"
+        "async def entrypoint(ctx):\n"
+        "    await ctx.connect()\n"
+        "    check_language('en')\n",
+    )
+    job = jobs()[-1]
+    result = job.result(WAIT)
+    assert result.state == "failed"
+    for text in (result.error, job.errors[0].traceback):
+        assert f"Cell In[{agent_cell}], line 4, in entrypoint" in text, text
+        assert "    check_language('en')" in text
+        assert f"Cell In[{helper_cell}], line 2, in check_language" in text
+        assert "assert language == 'fr', f'unexpected language {language!r}'" in text
+        assert "AssertionError: unexpected language 'en'" in text
+        assert "<dynamic-code>" not in text
+    capsys.readouterr()
+    ok(shell.run_cell(f"%agent logs {job.id}"))
+    logs = capsys.readouterr().out
+    assert f"Cell In[{agent_cell}], line 4, in entrypoint" in logs and "    check_language('en')" in logs
+
+
+def ok_count(shell, source: str) -> int:
+    """Run a plain cell that must succeed; its execution count (the N of ``In[N]``)."""
+    count = shell.execution_count
+    ok(shell.run_cell(source, store_history=True))  # as a kernel runs cells: In[N] counts up
+    return count

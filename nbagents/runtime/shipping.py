@@ -3,11 +3,22 @@
 Functions and classes defined in notebook cells live in ``__main__``, which a child process cannot
 import by name; cloudpickle serializes them (and the globals they use) by value. When something cannot
 be pickled, the error names the global or closure variable that is to blame.
+
+Code objects travel whole (``marshal``, the interpreter's own format: kernel and job run the same
+Python), so they keep their file names and line tables; cloudpickle's own code reducer renames every
+file ``<dynamic-code>`` since 3.1. The source lines of code that has no file on disk (notebook cells)
+travel with it, with the label IPython gives the cell (``Cell In[4]``), so a job's tracebacks name the
+cell and quote the line (:mod:`nbagents.runtime.tracebacks`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import linecache
+import marshal
+import os
+import pickle
 import sys
 import sysconfig
 import types
@@ -15,6 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import cloudpickle
+
+from nbagents.runtime.tracebacks import register_sources
 
 __all__ = ["ShippingError", "ship", "unship", "digest"]
 
@@ -35,7 +48,7 @@ def ship(obj: Any, *, role: str = "entrypoint") -> bytes:
     if by_value:
         cloudpickle.register_pickle_by_value(module)
     try:
-        return cloudpickle.dumps(obj)
+        return _dumps(obj)
     except Exception as exc:  # pickling raises TypeError, PicklingError, AttributeError, RecursionError...
         culprit = _find_culprit(obj)
         name = getattr(obj, "__qualname__", None) or repr(obj)
@@ -73,8 +86,56 @@ def _is_user_module(module: types.ModuleType) -> bool:
 
 
 def unship(blob: bytes) -> Any:
-    """The inverse of :func:`ship` (in the job process)."""
-    return cloudpickle.loads(blob)
+    """The inverse of :func:`ship` (in the job process): registers the shipped source lines, then loads."""
+    payload, sources, labels = pickle.loads(blob)
+    register_sources(sources, labels)
+    return cloudpickle.loads(payload)
+
+
+class _LocatingPickler(cloudpickle.Pickler):
+    """cloudpickle, but code objects keep their file names; records which files the code came from."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.filenames: set[str] = set()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType:
+            self.filenames.add(obj.co_filename)
+            return marshal.loads, (marshal.dumps(obj),)
+        return super().reducer_override(obj)
+
+
+def _dumps(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    pickler = _LocatingPickler(buffer)
+    pickler.dump(obj)
+    sources: dict[str, list[str]] = {}
+    labels: dict[str, str] = {}
+    for filename in sorted(pickler.filenames):
+        if os.path.isfile(filename):
+            continue  # the job process reads it from disk like any module
+        lines = linecache.getlines(filename)
+        if lines:
+            sources[filename] = lines
+        label = _cell_label(filename)
+        if label is not None:
+            labels[filename] = label
+    return pickle.dumps((buffer.getvalue(), sources, labels), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _cell_label(filename: str) -> str | None:
+    """``"Cell In[4]"`` for the file name IPython gave a cell's code, as IPython's tracebacks say it."""
+    ipython_module = sys.modules.get("IPython")
+    shell = ipython_module.get_ipython() if ipython_module is not None else None  # type: ignore[attr-defined]
+    format_code_name = getattr(getattr(shell, "compile", None), "format_code_name", None)
+    if format_code_name is None:
+        return None
+    try:
+        named = format_code_name(filename)
+    except Exception:
+        return None
+    return f"{named[0]} {named[1]}" if named else None
 
 
 def digest(blob: bytes) -> str:

@@ -17,7 +17,6 @@ import select
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -30,6 +29,7 @@ from nbagents.runtime.context import JobContext, JobProcess, _ShutdownCallback, 
 from nbagents.runtime.monitor import RoomMonitor
 from nbagents.runtime.persist import EventLog, jsonable, write_json_atomic
 from nbagents.runtime.shipping import unship
+from nbagents.runtime.tracebacks import format_current_exception, format_exception, format_frames
 
 __all__ = ["JobRuntime", "process_main"]
 
@@ -153,7 +153,7 @@ def _run_prewarm(proc: JobProcess, blob: bytes) -> str | None:
         fnc(proc)
         return None
     except BaseException:
-        return traceback.format_exc()
+        return format_current_exception()
 
 
 class JobRuntime:
@@ -209,7 +209,7 @@ class JobRuntime:
         try:
             self.loop.run_until_complete(self._main())
         except BaseException:
-            self.failure = self.failure or traceback.format_exc()
+            self.failure = self.failure or format_current_exception()
             self._finish("failed")
         os._exit(0)
 
@@ -252,7 +252,7 @@ class JobRuntime:
         self.emit(ev.StateChanged(state=state, detail=detail))
 
     def report_exception(self, where: str, exc: BaseException) -> None:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = format_exception(exc)
         self.emit(ev.ErrorRaised(where=where, message=f"{type(exc).__name__}: {exc}", traceback=tb))
 
     # ---- the kernel side of the channel -----------------------------------------------------------
@@ -386,7 +386,7 @@ class JobRuntime:
             return
         exc = task.exception()
         if exc is not None:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            tb = format_exception(exc)
             self.entrypoint_error = tb
             self.emit(ev.ErrorRaised(where="entrypoint", message=f"{type(exc).__name__}: {exc}", traceback=tb))
             self.request_shutdown(f"the entrypoint raised {type(exc).__name__}: {exc}")
@@ -444,7 +444,7 @@ class JobRuntime:
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                 result = await result
         except BaseException as exc:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            tb = format_exception(exc)
             outcome = ev.CallbackOutcome(name=callback.name, status="failed", error=tb, started=started, ended=time.time())
             self.emit(ev.ErrorRaised(where=f"shutdown callback {callback.name}", message=f"{type(exc).__name__}: {exc}", traceback=tb))
         else:
@@ -568,13 +568,13 @@ def _coroutine_stack(task: asyncio.Task[Any]) -> str:
     """Where a (still running) callback is stuck: the innermost frames of its coroutine chain."""
     try:
         coro: Any = task.get_coro()
-        lines = []
+        frames = []
         while coro is not None:
             frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
             if frame is not None:
-                lines.extend(traceback.format_stack(frame, limit=1))
+                frames.append(frame)
             coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-        return "".join(lines)
+        return format_frames(frames)
     except Exception:  # best effort while the loop thread may be running
         return ""
 
@@ -595,7 +595,7 @@ class _EventLogHandler(logging.Handler):
             if record.exc_info and record.exc_info[1] is not None:
                 # e.g. a user's room event handler raised: livekit logs it; surface it as an error too
                 exc = record.exc_info[1]
-                tb = "".join(traceback.format_exception(*record.exc_info))
+                tb = format_exception(exc)
                 self.runtime.emit(ev.ErrorRaised(where=f"{record.name}: {message}", message=f"{type(exc).__name__}: {exc}", traceback=tb))
                 message += "\n" + tb
             self.runtime.emit(ev.LogRecord(level=record.levelname, logger=record.name, message=message))
