@@ -20,6 +20,8 @@ from nbagents.engines.embedded import EmbeddedEngine
 from nbagents.engines.livekit_server import DEFAULT_PORT, LiveKitServerEngine, find_binary
 from nbagents.engines.remote import RemoteEngine
 
+from conftest import selected_engines
+
 TEST_CONFIG = Path(__file__).parent / "livekit-server.yaml"
 SECRET = "a-secret-long-enough-for-hmac-sha256-keys"
 
@@ -96,7 +98,14 @@ async def _room_names(url: str, key: str, secret: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def running_livekit_server() -> Iterator[LiveKitServerEngine]:
+def livekit_server_selected(request: pytest.FixtureRequest) -> None:
+    """Skips tests that start the real livekit-server when the session runs other engines only (--engine)."""
+    if "livekit-server" not in selected_engines(request.config):
+        pytest.skip("the livekit-server engine is not selected (--engine)")
+
+
+@pytest.fixture(scope="module")
+def running_livekit_server(livekit_server_selected: None) -> Iterator[LiveKitServerEngine]:
     engine = LiveKitServerEngine(config_file=TEST_CONFIG)
     engine.start()
     yield engine
@@ -117,7 +126,7 @@ async def test_livekit_server_accepts_sdk_connections_and_service_calls(
         await room.disconnect()
 
 
-async def test_stop_ends_the_livekit_server_process() -> None:
+async def test_stop_ends_the_livekit_server_process(livekit_server_selected: None) -> None:
     engine = LiveKitServerEngine(config_file=TEST_CONFIG)
     url, key, secret = engine.start()
     process = psutil.Process(engine.pid)
@@ -153,7 +162,7 @@ def test_an_explicit_port_that_is_taken_is_a_clear_error(running_livekit_server:
         engine.start()
 
 
-def test_a_failed_start_shows_the_server_log(tmp_path: Path) -> None:
+def test_a_failed_start_shows_the_server_log(tmp_path: Path, livekit_server_selected: None) -> None:
     config = tmp_path / "broken.yaml"
     config.write_text("rtc:\n  no_such_setting: 1\n")
     engine = LiveKitServerEngine(config_file=config)
@@ -173,7 +182,7 @@ def test_a_missing_binary_says_how_to_get_one(tmp_path: Path, monkeypatch: pytes
         find_binary()
 
 
-def test_the_server_is_stopped_when_the_interpreter_exits() -> None:
+def test_the_server_is_stopped_when_the_interpreter_exits(livekit_server_selected: None) -> None:
     script = textwrap.dedent(
         f"""
         from nbagents.engines.livekit_server import LiveKitServerEngine
