@@ -13,8 +13,10 @@ import time
 from typing import Any, ClassVar
 
 __all__ = [
+    "AgentStateChanged",
     "AudioStats",
     "CallbackOutcome",
+    "ConversationItemAdded",
     "DataReceived",
     "EntrypointStarted",
     "ErrorRaised",
@@ -30,7 +32,15 @@ __all__ = [
     "StateChanged",
     "TrackChanged",
     "TrackInfo",
+    "FunctionToolsExecuted",
+    "SessionClosed",
+    "SessionStarted",
+    "ToolCall",
+    "TurnMetrics",
+    "UserStateChanged",
+    "UserTranscribed",
     "from_json",
+    "transcript_entry",
 ]
 
 JobState = str
@@ -217,6 +227,158 @@ class CallbackOutcome(Event):
     ended: float | None = None
 
 
+# ---- voice sessions ------------------------------------------------------------------------------
+#
+# When the entrypoint runs a livekit-agents ``AgentSession``, the job process follows it through the
+# session's own events (``agent_state_changed``, ``user_input_transcribed``, ...) and streams these. A
+# job may run several sessions (one per participant, say): ``session`` numbers them 1, 2, ... in the
+# order they started; session 1 is the job's primary session (the one livekit-agents closes first at
+# shutdown and that hosts the ``lk.agent.session`` stream). Times are seconds since the epoch, durations
+# seconds.
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionStarted(Event):
+    """An ``AgentSession`` of the job started (``session.start(...)`` was called).
+
+    ``agent`` is the class name of the ``Agent`` it started with; ``primary`` whether it is the job's
+    primary session (livekit-agents makes the first session to start the primary one).
+    """
+
+    kind: ClassVar[str] = "session_started"
+    session: int
+    agent: str
+    primary: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentStateChanged(Event):
+    """The agent's state in a session changed (livekit-agents ``agent_state_changed``).
+
+    States: ``initializing``, ``idle``, ``listening``, ``thinking``, ``speaking``. The same value is
+    published to the room as the agent participant's ``lk.agent.state`` attribute.
+    """
+
+    kind: ClassVar[str] = "agent_state"
+    session: int
+    old_state: str
+    new_state: str
+
+
+@dataclasses.dataclass(frozen=True)
+class UserStateChanged(Event):
+    """The user's state in a session changed (livekit-agents ``user_state_changed``).
+
+    States: ``speaking``, ``listening`` (silent), ``away`` (silent for the session's
+    ``user_away_timeout``).
+    """
+
+    kind: ClassVar[str] = "user_state"
+    session: int
+    old_state: str
+    new_state: str
+
+
+@dataclasses.dataclass(frozen=True)
+class UserTranscribed(Event):
+    """Speech-to-text of the user's speech (livekit-agents ``user_input_transcribed``).
+
+    ``is_final`` False: an interim hypothesis that later events of the same utterance replace; True:
+    the final text of a segment. ``language`` and ``speaker_id`` as the STT reported them, or None.
+    A final transcript becomes part of the conversation once the user's turn ends
+    (:class:`ConversationItemAdded` with role ``user``).
+    """
+
+    kind: ClassVar[str] = "user_transcript"
+    session: int
+    text: str
+    is_final: bool
+    language: str | None = None
+    speaker_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversationItemAdded(Event):
+    """A message was committed to a session's conversation (livekit-agents ``conversation_item_added``).
+
+    ``role``: ``user`` (a completed user turn), ``assistant`` (what the agent said, or would have said
+    without audio output), ``system`` or ``developer``. ``text`` is the message's text content
+    (assistant text without expression markup), ``interrupted`` whether the user cut the agent off,
+    ``created_at`` when livekit-agents created the message (epoch seconds). User and assistant messages
+    with text form :attr:`nbagents.JobResult.transcript`.
+    """
+
+    kind: ClassVar[str] = "conversation_item"
+    session: int
+    item_id: str
+    role: str
+    text: str
+    interrupted: bool = False
+    created_at: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnMetrics(Event):
+    """Latencies of one conversation turn, from the metrics livekit-agents attaches to the message.
+
+    Sent right after the :class:`ConversationItemAdded` with the same ``item_id``, when livekit-agents
+    measured anything for it. Every duration is in seconds and None when not measured for this turn
+    (a text-only turn has no speech timings; an agent without TTS has no ``tts_ttfb``).
+
+    User turns: ``transcription_delay`` (end of speech -> final transcript), ``end_of_turn_delay`` (end
+    of speech -> the decision that the turn ended), ``on_user_turn_completed_delay`` (the agent's
+    ``on_user_turn_completed`` callback). Assistant turns: ``llm_ttft`` (LLM time to first token),
+    ``tts_ttfb`` (TTS time to first audio), ``e2e_latency`` (end of the user's speech -> the agent
+    started to answer). ``started_speaking_at``/``stopped_speaking_at``: epoch seconds, when known.
+    """
+
+    kind: ClassVar[str] = "turn_metrics"
+    session: int
+    item_id: str
+    role: str
+    e2e_latency: float | None = None
+    llm_ttft: float | None = None
+    tts_ttfb: float | None = None
+    transcription_delay: float | None = None
+    end_of_turn_delay: float | None = None
+    on_user_turn_completed_delay: float | None = None
+    started_speaking_at: float | None = None
+    stopped_speaking_at: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCall:
+    """One function-tool call: ``arguments`` is the JSON text the LLM produced, ``output`` what the tool
+    returned (as text), ``is_error`` whether the tool raised."""
+
+    name: str
+    call_id: str
+    arguments: str
+    output: str
+    is_error: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionToolsExecuted(Event):
+    """A batch of function tools finished (livekit-agents ``function_tools_executed``), in call order."""
+
+    kind: ClassVar[str] = "function_tools"
+    session: int
+    calls: tuple[ToolCall, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionClosed(Event):
+    """A session closed (livekit-agents ``close``); ``reason`` is its ``CloseReason`` value (``job_shutdown``,
+    ``participant_disconnected``, ``user_initiated``, ``task_completed``, ``error``), ``error`` the
+    error that closed it, if any."""
+
+    kind: ClassVar[str] = "session_closed"
+    session: int
+    reason: str
+    error: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -232,8 +394,32 @@ EVENT_TYPES: dict[str, type[Event]] = {
         LoopHealth,
         ShutdownStarted,
         CallbackOutcome,
+        SessionStarted,
+        AgentStateChanged,
+        UserStateChanged,
+        UserTranscribed,
+        ConversationItemAdded,
+        TurnMetrics,
+        FunctionToolsExecuted,
+        SessionClosed,
     )
 }
+
+
+SESSION_EVENTS = (AgentStateChanged, UserStateChanged, UserTranscribed, ConversationItemAdded, TurnMetrics,
+                  FunctionToolsExecuted, SessionClosed)
+"""The events that belong to one session (each has a ``session`` number)."""
+
+
+def transcript_entry(event: ConversationItemAdded) -> dict[str, Any] | None:
+    """The turn a conversation item adds to :attr:`nbagents.JobResult.transcript`, or None (other roles, no text).
+
+    ``{"role": "user" | "assistant", "text": str, "time": float}``, ``time`` being when livekit-agents
+    created the message (epoch seconds).
+    """
+    if event.role not in ("user", "assistant") or not event.text:
+        return None
+    return {"role": event.role, "text": event.text, "time": event.created_at or event.time}
 
 
 def from_json(data: dict[str, Any]) -> Event:
@@ -248,6 +434,8 @@ def from_json(data: dict[str, Any]) -> Event:
         data["waveform"] = tuple(data.get("waveform", ()))
     elif cls is ShutdownStarted:
         data["callbacks"] = tuple(data.get("callbacks", ()))
+    elif cls is FunctionToolsExecuted:
+        data["calls"] = tuple(ToolCall(**call) for call in data.get("calls", ()))
     return cls(**data)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from nbagents.runtime import events as ev
 from nbagents.runtime.ipc import JobFinished
 
-__all__ = ["Job", "JobResult", "AudioTrackState", "DataMessage", "jobs"]
+__all__ = ["Job", "JobResult", "AudioTrackState", "DataMessage", "VoiceSession", "jobs"]
 
 HISTORY_LIMIT = 5000  # events other than audio statistics
 AUDIO_HISTORY_LIMIT = 3000  # audio statistics (20 a second per track), kept apart so they never push others out
@@ -38,7 +38,9 @@ class JobResult:
     ``state`` is ``succeeded``, ``failed``, ``killed`` or ``crashed``; ``error`` a traceback string or
     None; ``persisted`` maps each shutdown callback's name to the JSON value it returned (only callbacks
     that finished); ``callbacks`` holds every callback's outcome (finished / failed / cut_off, with
-    tracebacks).
+    tracebacks); ``transcript`` is the conversation of the job's ``AgentSession`` s, in order: one
+    ``{"role": "user" | "assistant", "text": str, "time": float}`` per turn (``time`` in epoch seconds;
+    empty when the job ran no session). It is also in the job's ``result.json``.
     """
 
     state: str
@@ -48,6 +50,7 @@ class JobResult:
     callbacks: tuple[ev.CallbackOutcome, ...] = ()
     exit_code: int | None = None
     log_dir: str | None = None
+    transcript: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -92,6 +95,23 @@ class DataMessage:
     time: float
 
 
+@dataclasses.dataclass
+class VoiceSession:
+    """What the kernel knows of one ``AgentSession`` of a job (see the voice events in
+    :mod:`nbagents.runtime.events`): its latest states and everything it said and heard."""
+
+    session: int  # 1, 2, ... in start order; 1 is the job's primary session
+    agent: str  # the class name of its Agent
+    primary: bool
+    agent_state: str = "initializing"
+    user_state: str = "listening"
+    interim: str = ""  # the latest interim transcript of the user's current utterance ("" once final)
+    items: list[ev.ConversationItemAdded] = dataclasses.field(default_factory=list)
+    tool_calls: list[ev.ToolCall] = dataclasses.field(default_factory=list)
+    metrics: list[ev.TurnMetrics] = dataclasses.field(default_factory=list)
+    closed: ev.SessionClosed | None = None
+
+
 Listener = Callable[["Job", ev.Event], None]
 
 _registry: dict[str, Job] = {}
@@ -121,6 +141,8 @@ class Job:
     - ``logs``: bounded deque of :class:`~nbagents.runtime.events.LogRecord`
     - ``errors``: every :class:`~nbagents.runtime.events.ErrorRaised`
     - ``unresponsive``: True while the job's event loop is blocked
+    - ``sessions``: session number -> :class:`VoiceSession`, for each ``AgentSession`` the job ran
+    - ``transcript``: the conversation so far (as :attr:`JobResult.transcript`)
 
     ``await job`` / ``await job.wait()`` return the :class:`JobResult`; ``await job.stop(reason)``
     shuts it down; ``job.result(timeout)`` waits from synchronous code.
@@ -155,6 +177,8 @@ class Job:
         self.errors: list[ev.ErrorRaised] = []
         self.callbacks: dict[str, ev.CallbackOutcome] = {}
         self.unresponsive = False
+        self.sessions: dict[int, VoiceSession] = {}
+        self.transcript: list[dict[str, Any]] = []
         self.entrypoint_started: ev.EntrypointStarted | None = None
         self.connected: ev.RoomConnected | None = None
         self._result: JobResult | None = None
@@ -346,6 +370,32 @@ class Job:
             self._arm_kill_timer(remaining + 1.0)
         elif isinstance(event, ev.CallbackOutcome):
             self.callbacks[event.name] = event
+        elif isinstance(event, ev.SessionStarted):
+            self.sessions[event.session] = VoiceSession(event.session, event.agent, event.primary)
+        elif isinstance(event, ev.SESSION_EVENTS):
+            self._apply_session_event(event)
+
+    def _apply_session_event(self, event: Any) -> None:
+        session = self.sessions.get(event.session)
+        if session is None:  # its start was not seen (a bounded history): keep what arrives
+            session = self.sessions[event.session] = VoiceSession(event.session, "", event.session == 1)
+        if isinstance(event, ev.AgentStateChanged):
+            session.agent_state = event.new_state
+        elif isinstance(event, ev.UserStateChanged):
+            session.user_state = event.new_state
+        elif isinstance(event, ev.UserTranscribed):
+            session.interim = "" if event.is_final else event.text
+        elif isinstance(event, ev.ConversationItemAdded):
+            session.items.append(event)
+            entry = ev.transcript_entry(event)
+            if entry is not None:
+                self.transcript.append(entry)
+        elif isinstance(event, ev.TurnMetrics):
+            session.metrics.append(event)
+        elif isinstance(event, ev.FunctionToolsExecuted):
+            session.tool_calls.extend(event.calls)
+        elif isinstance(event, ev.SessionClosed):
+            session.closed = event
 
     def _on_finished_message(self, message: JobFinished) -> None:
         with self._lock:
@@ -386,6 +436,7 @@ class Job:
                 callbacks=tuple(self.callbacks.values()),
                 exit_code=exit_code,
                 log_dir=str(self.log_dir),
+                transcript=list(self.transcript),
             )
             self._ended_at = time.time()
             changed = self.state != state

@@ -1,7 +1,9 @@
-"""Watches a job's room from inside the job process and turns what happens into typed events.
+"""Watches a job from inside the job process and turns what happens into typed events.
 
-Audio statistics come from the monitor's own ``rtc.AudioStream`` per subscribed audio track, so they
-do not depend on (or disturb) the streams the user's entrypoint reads.
+:class:`RoomMonitor` follows the room: participants, tracks, data, and audio statistics from the
+monitor's own ``rtc.AudioStream`` per subscribed audio track, so they do not depend on (or disturb) the
+streams the user's entrypoint reads. :class:`SessionMonitor` follows the job's livekit-agents
+``AgentSession`` s: agent and user states, transcripts, conversation items, tool calls, turn metrics.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from livekit import rtc
 
 from nbagents.runtime import events as ev
 
-__all__ = ["RoomMonitor", "participant_info", "track_info"]
+__all__ = ["RoomMonitor", "SessionMonitor", "participant_info", "track_info"]
 
 AUDIO_WINDOW_SECONDS = 0.05  # ~20 updates a second
 WAVEFORM_POINTS = 64
@@ -202,3 +204,91 @@ def _decimate(samples: np.ndarray, points: int = WAVEFORM_POINTS) -> tuple[float
     buckets = usable.reshape(-1, max(1, usable.size // points)) if samples.size >= points else usable.reshape(-1, 1)
     idx = np.abs(buckets).argmax(axis=1)
     return tuple(round(float(v), 4) for v in buckets[np.arange(buckets.shape[0]), idx])
+
+
+class SessionMonitor:
+    """Follows the job's livekit-agents ``AgentSession`` s through their public events and emits the voice
+    events of :mod:`nbagents.runtime.events` (numbering the sessions 1, 2, ... as they start).
+
+    It only registers handlers with ``session.on(...)``; it never changes what a session does. livekit-agents
+    is not imported here: the events are read by their documented fields.
+    """
+
+    HANDLED = ("agent_state_changed", "user_state_changed", "user_input_transcribed", "conversation_item_added",
+               "function_tools_executed", "close")
+
+    def __init__(self, emit: Emit, report_exception: Callable[[str, BaseException], None]) -> None:
+        self._emit = emit
+        self._report = report_exception
+        self._numbers: dict[int, int] = {}  # id(session) -> number
+        self._sessions: list[Any] = []  # keeps the sessions alive while their numbers are in use
+
+    def attach(self, session: Any, agent: Any, *, primary: bool) -> int:
+        """Start following ``session`` (once; later calls, e.g. a restart, return its number)."""
+        number = self._numbers.get(id(session))
+        if number is not None:
+            return number
+        number = self._numbers[id(session)] = len(self._numbers) + 1
+        self._sessions.append(session)
+        for name in self.HANDLED:
+            handler = getattr(self, "_on_" + name)
+            session.on(name, self._guard(name, lambda event, handler=handler: handler(number, event)))
+        self._emit(ev.SessionStarted(session=number, agent=type(agent).__name__, primary=primary))
+        return number
+
+    def _guard(self, name: str, handler: Callable[[Any], None]) -> Callable[[Any], None]:
+        def guarded(event: Any) -> None:
+            try:
+                handler(event)
+            except Exception as exc:  # watching must never break the session
+                self._report(f"session monitor ({name})", exc)
+
+        return guarded
+
+    def _on_agent_state_changed(self, number: int, event: Any) -> None:
+        self._emit(ev.AgentStateChanged(session=number, old_state=str(event.old_state), new_state=str(event.new_state)))
+
+    def _on_user_state_changed(self, number: int, event: Any) -> None:
+        self._emit(ev.UserStateChanged(session=number, old_state=str(event.old_state), new_state=str(event.new_state)))
+
+    def _on_user_input_transcribed(self, number: int, event: Any) -> None:
+        language = getattr(event, "language", None)
+        self._emit(ev.UserTranscribed(session=number, text=event.transcript, is_final=bool(event.is_final),
+                                      language=str(language) if language else None,
+                                      speaker_id=getattr(event, "speaker_id", None)))
+
+    def _on_conversation_item_added(self, number: int, event: Any) -> None:
+        item = event.item
+        if getattr(item, "type", None) != "message":  # agent handoffs carry no text
+            return
+        text = item.text_content or ""
+        self._emit(ev.ConversationItemAdded(session=number, item_id=item.id, role=str(item.role), text=text,
+                                            interrupted=bool(item.interrupted), created_at=float(item.created_at)))
+        metrics = dict(getattr(item, "metrics", None) or {})
+        timings = {
+            "e2e_latency": metrics.get("e2e_latency"),
+            "llm_ttft": metrics.get("llm_node_ttft"),
+            "tts_ttfb": metrics.get("tts_node_ttfb"),
+            "transcription_delay": metrics.get("transcription_delay"),
+            "end_of_turn_delay": metrics.get("end_of_turn_delay"),
+            "on_user_turn_completed_delay": metrics.get("on_user_turn_completed_delay"),
+            "started_speaking_at": metrics.get("started_speaking_at"),
+            "stopped_speaking_at": metrics.get("stopped_speaking_at"),
+        }
+        timings = {key: float(value) for key, value in timings.items() if isinstance(value, (int, float))}
+        if timings:
+            self._emit(ev.TurnMetrics(session=number, item_id=item.id, role=str(item.role), **timings))
+
+    def _on_function_tools_executed(self, number: int, event: Any) -> None:
+        calls = tuple(
+            ev.ToolCall(name=call.name, call_id=call.call_id, arguments=call.arguments,
+                        output=str(output.output) if output is not None else "",
+                        is_error=bool(output.is_error) if output is not None else False)
+            for call, output in zip(event.function_calls, event.function_call_outputs)
+        )
+        self._emit(ev.FunctionToolsExecuted(session=number, calls=calls))
+
+    def _on_close(self, number: int, event: Any) -> None:
+        reason = getattr(event.reason, "value", event.reason)
+        error = getattr(event, "error", None)
+        self._emit(ev.SessionClosed(session=number, reason=str(reason), error=repr(error) if error is not None else None))

@@ -26,7 +26,7 @@ from livekit.protocol import agent as agent_pb
 from nbagents.runtime import events as ev
 from nbagents.runtime import ipc
 from nbagents.runtime.context import JobContext, JobProcess, _ShutdownCallback, current_process
-from nbagents.runtime.monitor import RoomMonitor
+from nbagents.runtime.monitor import RoomMonitor, SessionMonitor
 from nbagents.runtime.persist import EventLog, jsonable, write_json_atomic
 from nbagents.runtime.shipping import unship
 from nbagents.runtime.tracebacks import format_current_exception, format_exception, format_frames
@@ -189,6 +189,7 @@ class JobRuntime:
         self._last_beat = time.monotonic()
         self._audio_count = 0
         self._state = "starting"
+        self.transcript: list[dict[str, Any]] = []
 
     # ---- the process ------------------------------------------------------------------------------
 
@@ -236,6 +237,10 @@ class JobRuntime:
         """Send an event to the kernel and append it to the on-disk event log (safe from any thread)."""
         if self.kernel_alive and not self.channel.send(event):
             self.kernel_alive = False
+        if isinstance(event, ev.ConversationItemAdded):
+            entry = ev.transcript_entry(event)
+            if entry is not None:
+                self.transcript.append(entry)
         if isinstance(event, ev.AudioStats):
             self._audio_count += 1
             if self._audio_count % AUDIO_LOG_EVERY:
@@ -356,6 +361,11 @@ class JobRuntime:
                 self.emit(ev.ErrorRaised(where="prewarm", message=error.strip().splitlines()[-1], traceback=error))
                 self.request_shutdown("prewarm raised")
         entrypoint = unship(start.entrypoint_blob)
+        if "livekit.agents" in sys.modules:  # the entrypoint uses livekit-agents: follow its AgentSessions
+            from nbagents.runtime import _agents
+
+            self.sessions = SessionMonitor(self.emit, self.report_exception)
+            _agents.follow_sessions(lambda session, agent, primary: self.sessions.attach(session, agent, primary=primary))
         self.set_state("running")
         if self.failure is None:
             self.emit(ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
@@ -508,6 +518,7 @@ class JobRuntime:
             "persisted": {n: o.value for n, o in self.callback_outcomes.items() if o.status == "finished"},
             "callbacks": {n: o.to_json() for n, o in self.callback_outcomes.items()},
             "pending_callbacks": pending,
+            "transcript": list(self.transcript),
             "deadline": self.deadline,
             "written_at": time.time(),
         }

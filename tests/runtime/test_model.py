@@ -107,3 +107,33 @@ def test_the_model_never_imports_widgets() -> None:
     code = "import sys, nbagents.runtime.job, nbagents.runtime.launch; print('ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_voice_events_build_sessions_and_the_transcript_even_when_the_process_dies(tmp_path: Path) -> None:
+    job = make_job(tmp_path)
+    voice = [
+        ev.SessionStarted(session=1, agent="Greeter", primary=True),
+        ev.AgentStateChanged(session=1, old_state="initializing", new_state="listening"),
+        ev.UserStateChanged(session=1, old_state="listening", new_state="speaking"),
+        ev.UserTranscribed(session=1, text="hel", is_final=False),
+        ev.UserTranscribed(session=1, text="hello", is_final=True, language="en"),
+        ev.ConversationItemAdded(session=1, item_id="item_1", role="user", text="hello", created_at=10.0),
+        ev.TurnMetrics(session=1, item_id="item_1", role="user", end_of_turn_delay=0.4),
+        ev.ConversationItemAdded(session=1, item_id="item_2", role="system", text="be brief", created_at=10.5),
+        ev.FunctionToolsExecuted(session=1, calls=(ev.ToolCall("weather", "call_1", '{"city": "Oslo"}', "rain", False),)),
+        ev.ConversationItemAdded(session=1, item_id="item_3", role="assistant", text="Rain in Oslo.", created_at=11.0),
+        ev.AgentStateChanged(session=1, old_state="thinking", new_state="speaking"),
+        ev.SessionClosed(session=1, reason="job_shutdown"),
+    ]
+    for event in voice:
+        job._on_event(event)
+        assert ev.from_json(json.loads(json.dumps(event.to_json()))) == event  # the on-disk form round-trips
+    session = job.sessions[1]
+    assert (session.agent, session.primary, session.agent_state, session.user_state) == ("Greeter", True, "speaking", "speaking")
+    assert session.interim == "" and [i.item_id for i in session.items] == ["item_1", "item_2", "item_3"]
+    assert session.tool_calls[0].output == "rain" and session.metrics[0].end_of_turn_delay == 0.4
+    assert session.closed is not None and session.closed.reason == "job_shutdown"
+    expected = [{"role": "user", "text": "hello", "time": 10.0}, {"role": "assistant", "text": "Rain in Oslo.", "time": 11.0}]
+    assert job.transcript == expected
+    job._on_process_gone(-9)
+    assert job.result(0).state == "crashed" and job.result(0).transcript == expected
