@@ -56,5 +56,5 @@ METHODS: dict[str, Method] = {
 }
 
 
-async def agent_dispatch_service(request: web.Request) -> web.Response:
-    return await twirp.serve(request, "livekit.AgentDispatchService", METHODS)
+async def agent_dispatch_service(request: web.Request, method: str) -> web.Response:
+    return await twirp.serve(request, "livekit.AgentDispatchService", METHODS, method)

@@ -331,7 +331,7 @@ async def agent_worker(request: web.Request) -> web.StreamResponse:
         return web.Response(status=exc.status, text=str(exc))
     ws = web.WebSocketResponse(heartbeat=30)
     if not ws.can_prepare(request).ok:
-        return web.Response(status=400, text="/agent expects a websocket upgrade from an agent worker")
+        return web.Response(status=404, text="/agent expects a websocket upgrade from an agent worker")
     await ws.prepare(request)
     register = await _read_registration(ws)
     if register is None:

@@ -38,6 +38,9 @@ async def rtc_v1(request: web.Request) -> web.Response:
     return web.Response(status=404, text="this server speaks the /rtc signaling protocol, not /rtc/v1")
 
 
+validate_v1 = rtc_v1
+
+
 async def validate(request: web.Request) -> web.Response:
     try:
         _authorize_join(request)
@@ -73,7 +76,8 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     # Clients ping every PING_INTERVAL seconds; one silent for PING_TIMEOUT is gone (as on livekit-server).
     ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_SIGNAL_MESSAGE, receive_timeout=PING_TIMEOUT)
     if not ws.can_prepare(request).ok:
-        return web.Response(status=400, text="/rtc expects a websocket upgrade")
+        # livekit-server answers a plain GET with 404 too
+        return web.Response(status=404, text="/rtc expects a websocket upgrade from a LiveKit client")
     if _flag(request.query.get("reconnect"), False):
         return await _refuse_resume(request, ws)
     config = claims.room_config

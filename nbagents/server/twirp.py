@@ -198,10 +198,17 @@ def _encode(message: Message, content_type: str) -> web.Response:
     return web.Response(body=message.SerializeToString(), content_type=_PROTOBUF)
 
 
-async def serve(request: web.Request, service: str, methods: dict[str, Method]) -> web.Response:
-    """Answer one Twirp call of ``service``: check route, content type and token, run the method."""
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise TwirpError("invalid_argument", f"request body is larger than this server accepts ({exc.text}); "
+                                             "send less data per call") from None
+
+
+async def serve(request: web.Request, service: str, methods: dict[str, Method], name: str) -> web.Response:
+    """Answer one Twirp call of ``service`` to method ``name``: check route, content type and token, run it."""
     state = request.app[STATE]
-    name = request.match_info["method"]
     try:
         method = methods.get(name)
         if method is None:
@@ -215,7 +222,7 @@ async def serve(request: web.Request, service: str, methods: dict[str, Method]) 
             claims = state.verifier.verify(token_from_request(request.headers, request.query))
         except AuthError as exc:
             raise TwirpError(exc.twirp_code, str(exc)) from None
-        message = _parse(await request.read(), content_type, method.request_type)
+        message = _parse(await _read_body(request), content_type, method.request_type)
         try:
             result = await method.handler(state, claims, message)
         except AuthError as exc:
@@ -229,9 +236,9 @@ async def serve(request: web.Request, service: str, methods: dict[str, Method]) 
         return TwirpError("internal", f"{service}.{name} failed inside the server; see its log").response()
 
 
-async def room_service(request: web.Request) -> web.Response:
-    return await serve(request, "livekit.RoomService", METHODS)
+async def room_service(request: web.Request, method: str) -> web.Response:
+    return await serve(request, "livekit.RoomService", METHODS, method)
 
 
-async def unknown_service(request: web.Request) -> web.Response:
-    return TwirpError("bad_route", f"no Twirp service at {request.path}").response()
+def unknown_service(path: str) -> web.Response:
+    return TwirpError("bad_route", f"no Twirp service at {path}").response()

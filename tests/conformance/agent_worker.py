@@ -36,10 +36,10 @@ class RawWorker:
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def register(cls, server: Any, agent_name: str = "") -> RawWorker:
+    async def register(cls, server: Any, agent_name: str = "", path: str = "/agent") -> RawWorker:
         session = aiohttp.ClientSession()
         try:
-            ws = await session.ws_connect(f"{server.url}/agent", timeout=aiohttp.ClientWSTimeout(ws_close=TIMEOUT),
+            ws = await session.ws_connect(f"{server.url}{path}", timeout=aiohttp.ClientWSTimeout(ws_close=TIMEOUT),
                                           headers={"Authorization": f"Bearer {worker_token(server)}"})
         except BaseException:
             await session.close()
