@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 from livekit.protocol import agent_dispatch as proto
 
-from nbagents.server import twirp
+from nbagents.server import limits, twirp
 from nbagents.server.auth import Claims
 from nbagents.server.state import ServerState
 from nbagents.server.twirp import Method, TwirpError
@@ -20,6 +20,8 @@ async def create_dispatch(state: ServerState, claims: Claims,
     if not req.room:
         raise TwirpError("invalid_argument", "CreateDispatch needs a room name")
     claims.require_room_admin(req.room)
+    twirp.check_limit(limits.metadata_error(req.metadata) or limits.attributes_error(req.attributes))
+    twirp.check_limit(limits.room_name_error(req.room))
     room = state.rooms.get(req.room)
     if room is None:
         room = state.rooms.get_or_create(req.room)

@@ -127,21 +127,13 @@ class Claims:
     #: ``roomConfig``: settings (and agents to dispatch) for the room, if this participant's join creates it
     room_config: room_proto.RoomConfiguration | None = None
 
-    def require_join(self) -> str:
-        """The room this token may join; raises PermissionDenied unless it grants ``roomJoin`` for a room."""
-        if not self.video.room_join:
-            raise PermissionDenied("token does not grant roomJoin: add VideoGrants(room_join=True, room=...)")
-        if not self.video.room:
-            raise PermissionDenied("token grants roomJoin but names no room: set VideoGrants(room=...)")
-        if not self.identity:
-            raise PermissionDenied("token has no identity: call AccessToken.with_identity(...)")
-        return self.video.room
-
     def require_room_admin(self, room: str) -> None:
         """Raise PermissionDenied unless the token administers ``room`` (roomAdmin granted for that room)."""
         if not self.video.room_admin:
             raise PermissionDenied("token does not grant roomAdmin")
-        if self.video.room and self.video.room != room:
+        if not self.video.room:  # livekit-server: roomAdmin is for the room the token names, never for all rooms
+            raise PermissionDenied(f"token grants roomAdmin but names no room: set VideoGrants(room={room!r})")
+        if self.video.room != room:
             raise PermissionDenied(f"token's roomAdmin grant is for room {self.video.room!r}, not {room!r}")
 
     def require(self, grant: str) -> None:

@@ -22,7 +22,9 @@ from livekit.protocol import rtc as signal
 
 from nbagents.server import _aiortc
 from nbagents.server._ids import new_sid
+from nbagents.server import limits
 from nbagents.server.auth import Claims
+from nbagents.server.join import JoinParams
 from nbagents.server.media import AudioFanout, PublisherPeer, SubscriberPeer, discard_media
 from nbagents.server.rooms import Room
 from nbagents.server.sdp import MediaSection
@@ -35,6 +37,10 @@ PING_INTERVAL = 5
 PING_TIMEOUT = 15
 _OK = signal.RequestResponse.Reason.OK
 _NOT_ALLOWED = signal.RequestResponse.Reason.NOT_ALLOWED
+_LIMIT_EXCEEDED = signal.RequestResponse.Reason.LIMIT_EXCEEDED
+#: livekit-server's RequestResponse messages for an update over a limit (pkg/rtc/participant.go)
+_LIMIT_MESSAGES = {"name": "exceeds name length limit", "metadata": "exceeds metadata size limit",
+                   "attribute": "exceeds attributes size limit"}
 
 
 @dataclass
@@ -54,12 +60,13 @@ class PublishedTrack:
 class Participant:
     """A connected client in a room."""
 
-    def __init__(self, room: Room, claims: Claims, ws: web.WebSocketResponse, *, auto_subscribe: bool,
+    def __init__(self, room: Room, claims: Claims, ws: web.WebSocketResponse, params: JoinParams, *,
                  on_closed: Callable[[Participant], None]) -> None:
         self.room = room
         self.identity = claims.identity
         self.sid = new_sid("PA_")
-        self.auto_subscribe = auto_subscribe
+        self.params = params
+        self.auto_subscribe = params.auto_subscribe
         self._ws = ws
         self._on_closed = on_closed
         now = time.time()
@@ -67,6 +74,8 @@ class Participant:
             sid=self.sid, identity=claims.identity, name=claims.name, metadata=claims.metadata,
             state=models.ParticipantInfo.State.ACTIVE, joined_at=int(now), joined_at_ms=int(now * 1000),
             version=1, permission=claims.video.permission(), kind=claims.kind,
+            # what the client's SDK supports: others' SDKs read it, e.g. to send large RPC payloads as data streams
+            client_protocol=params.client.client_protocol, capabilities=params.client.capabilities,
         )
         self.info.attributes.update(claims.attributes)
         self.published: dict[str, PublishedTrack] = {}
@@ -235,6 +244,13 @@ class Participant:
             self.send(signal.SignalResponse(request_response=signal.RequestResponse(
                 request_id=update.request_id, reason=_NOT_ALLOWED, update_metadata=update,
                 message="token does not grant canUpdateOwnMetadata")))
+            return
+        error = limits.participant_update_error(update.name, update.metadata, update.attributes)
+        if error is not None:
+            log.info("%s: refused its own update: %s", self.identity, error)
+            self.send(signal.SignalResponse(request_response=signal.RequestResponse(
+                request_id=update.request_id, reason=_LIMIT_EXCEEDED, update_metadata=update,
+                message=next(m for k, m in _LIMIT_MESSAGES.items() if error.startswith(k)))))
             return
         self.update(name=update.name or None, metadata=update.metadata or None, attributes=dict(update.attributes))
         self.send(signal.SignalResponse(request_response=signal.RequestResponse(

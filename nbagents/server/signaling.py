@@ -18,7 +18,9 @@ from livekit.protocol import models
 from livekit.protocol import rtc as signal
 from livekit.protocol.room import RoomConfiguration
 
+from nbagents.server import join
 from nbagents.server.auth import AuthError, Claims, token_from_request
+from nbagents.server.join import JoinParams, JoinRefused
 from nbagents.server.participant import PING_TIMEOUT, Participant
 from nbagents.server.state import STATE, ServerState
 
@@ -27,11 +29,14 @@ log = logging.getLogger(__name__)
 MAX_SIGNAL_MESSAGE = 4 * 1024 * 1024
 
 
-def _authorize_join(request: web.Request) -> Claims:
-    state = request.app[STATE]
-    claims = state.verifier.verify(token_from_request(request.headers, request.query))
-    claims.require_join()
-    return claims
+def _authorize(request: web.Request, params: JoinParams) -> Claims:
+    """The claims the joining participant gets, or AuthError/JoinRefused saying why it may not join."""
+    claims = request.app[STATE].verifier.verify(token_from_request(request.headers, request.query))
+    return join.authorize(claims, params)
+
+
+def _refusal(exc: AuthError | JoinRefused) -> web.Response:
+    return web.Response(status=exc.status, text=str(exc))
 
 
 async def rtc_v1(request: web.Request) -> web.Response:
@@ -42,10 +47,11 @@ validate_v1 = rtc_v1
 
 
 async def validate(request: web.Request) -> web.Response:
+    """``GET /rtc/validate``: whether this token may join with these parameters, and if not why (as text)."""
     try:
-        _authorize_join(request)
-    except AuthError as exc:
-        return web.Response(status=exc.status, text=str(exc))
+        _authorize(request, join.params_from_query(request.query, strict=True))
+    except (AuthError, JoinRefused) as exc:
+        return _refusal(exc)
     return web.Response(text="success")
 
 
@@ -60,25 +66,31 @@ async def _refuse_resume(request: web.Request, ws: web.WebSocketResponse) -> web
     return ws
 
 
-def _flag(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    return value.lower() not in ("0", "false", "no")
-
-
 async def rtc(request: web.Request) -> web.StreamResponse:
+    """``/rtc``: a client's signaling websocket, with one publisher and one subscriber PeerConnection."""
+    try:
+        params = join.params_from_query(request.query, strict=False)
+    except JoinRefused as exc:
+        return _refusal(exc)
+    return await _session(request, params, "/rtc")
+
+
+async def _session(request: web.Request, params: JoinParams, path: str) -> web.StreamResponse:
+    """Authorize a join, then serve the participant's signaling until it leaves."""
     state = request.app[STATE]
     try:
-        claims = _authorize_join(request)
-    except AuthError as exc:
+        claims = _authorize(request, params)
+    except (AuthError, JoinRefused) as exc:
         log.info("refused a join: %s", exc)
-        return web.Response(status=exc.status, text=str(exc))
+        return _refusal(exc)
     # Clients ping every PING_INTERVAL seconds; one silent for PING_TIMEOUT is gone (as on livekit-server).
     ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_SIGNAL_MESSAGE, receive_timeout=PING_TIMEOUT)
     if not ws.can_prepare(request).ok:
         # livekit-server answers a plain GET with 404 too
-        return web.Response(status=404, text="/rtc expects a websocket upgrade from a LiveKit client")
-    if _flag(request.query.get("reconnect"), False):
+        return web.Response(status=404, text=f"{path} expects a websocket upgrade from a LiveKit client")
+    if params.reconnect:
+        log.info("%s asked to resume session %s (reason %s); sessions are not resumable here",
+                 claims.identity, params.participant_sid or "?", models.ReconnectReason.Name(params.reconnect_reason))
         return await _refuse_resume(request, ws)
     config = claims.room_config
     created = state.rooms.get(claims.video.room) is None
@@ -91,13 +103,14 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     previous = room.participants.get(claims.identity)
     if previous is not None:
         await previous.close(models.DisconnectReason.DUPLICATE_IDENTITY, notify=True)
-    participant = Participant(room, claims, ws, auto_subscribe=_flag(request.query.get("auto_subscribe"), True),
-                              on_closed=lambda p: _participant_left(state, p))
+    participant = Participant(room, claims, ws, params, on_closed=lambda p: _participant_left(state, p))
     room.add(participant)
     state.rooms.schedule_close_check(room)
     if created:
         state.agents.room_created(room, config.agents if config is not None else ())
-    log.info("%s joined %s (%s)", participant.identity, room.name, participant.sid)
+    log.info("%s joined %s (%s) at %s, client %s %s protocol %d client_protocol %d", participant.identity,
+             room.name, participant.sid, path, models.ClientInfo.SDK.Name(params.client.sdk),
+             params.client.version, params.client.protocol, params.client.client_protocol)
     participant.send(participant.join_response())
     room.announce_joined(participant)
     participant.start()

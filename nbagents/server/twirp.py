@@ -19,6 +19,7 @@ from livekit.protocol import models
 from livekit.protocol import room as api
 from livekit.protocol import rtc as signal
 
+from nbagents.server import limits
 from nbagents.server.auth import AuthError, Claims, token_from_request
 from nbagents.server.participant import Participant
 from nbagents.server.rooms import Room
@@ -68,10 +69,20 @@ def _participant(state: ServerState, room_name: str, identity: str) -> Participa
     return participant
 
 
+def check_limit(error: str | None) -> None:
+    """Raise livekit-server's ``invalid_argument`` for a value over one of its limits (see ``limits``)."""
+    if error is not None:
+        raise TwirpError("invalid_argument", error)
+
+
 async def create_room(state: ServerState, claims: Claims, req: api.CreateRoomRequest) -> models.Room:
     claims.require("room_create")
     if not req.name:
         raise TwirpError("invalid_argument", "CreateRoom needs a room name")
+    check_limit(limits.room_name_error(req.name))
+    check_limit(limits.metadata_error(req.metadata))
+    for agent in req.agents:
+        check_limit(limits.metadata_error(agent.metadata) or limits.attributes_error(agent.attributes))
     created = state.rooms.get(req.name) is None
     room = state.rooms.get_or_create(req.name, empty_timeout=req.empty_timeout,
                                      departure_timeout=req.departure_timeout,
@@ -116,6 +127,7 @@ async def remove_participant(state: ServerState, claims: Claims,
 
 async def update_participant(state: ServerState, claims: Claims,
                              req: api.UpdateParticipantRequest) -> models.ParticipantInfo:
+    check_limit(limits.participant_update_error(req.name, req.metadata, req.attributes))  # before the grant, as there
     claims.require_room_admin(req.room)
     participant = _participant(state, req.room, req.identity)
     if req.HasField("permission"):
@@ -150,6 +162,7 @@ async def send_data(state: ServerState, claims: Claims, req: api.SendDataRequest
 
 
 async def update_room_metadata(state: ServerState, claims: Claims, req: api.UpdateRoomMetadataRequest) -> models.Room:
+    check_limit(limits.metadata_error(req.metadata))
     claims.require_room_admin(req.room)
     room = _room(state, req.room)
     room.update_metadata(req.metadata)
