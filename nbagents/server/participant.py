@@ -28,6 +28,7 @@ from nbagents.server.join import JoinParams
 from nbagents.server.media import AudioFanout, PublisherPeer, SubscriberPeer, discard_media
 from nbagents.server.rooms import Room
 from nbagents.server.sdp import MediaSection
+from nbagents.server.single_pc import SinglePeer
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,18 @@ class Participant:
         self._negotiation_scheduled = False
         self._requested: set[str] = set()  # track sids subscribed to explicitly (UpdateSubscription)
         self.closed = False
-        self.publisher = PublisherPeer(self._track_arrived, self._track_stopped, self._data_received)
-        self.subscriber = SubscriberPeer(self._send_offer)
+        self.publisher: PublisherPeer | SinglePeer
+        self.subscriber: SubscriberPeer | SinglePeer
+        if params.single_peer_connection:  # /rtc/v1: one PeerConnection plays both parts
+            self.publisher = self.subscriber = SinglePeer(self._track_arrived, self._track_stopped,
+                                                          self._data_received, self._request_media_sections)
+            peers = (("pc", self.publisher),)
+        else:
+            self.publisher = PublisherPeer(self._track_arrived, self._track_stopped, self._data_received)
+            self.subscriber = SubscriberPeer(self._send_offer)
+            peers = (("publisher", self.publisher), ("subscriber", self.subscriber))
         self._joined_at = time.perf_counter()
-        for name, peer in (("publisher", self.publisher), ("subscriber", self.subscriber)):
+        for name, peer in peers:
             pc = peer.pc
             pc.on("connectionstatechange", lambda n=name, pc=pc: self._trace(f"{n} {pc.connectionState}"))
             pc.on("iceconnectionstatechange", lambda n=name, pc=pc: self._trace(f"{n} ice {pc.iceConnectionState}"))
@@ -142,7 +151,7 @@ class Participant:
             server_version=SERVER_VERSION,
             # As livekit-server: a participant that may subscribe connects on the subscriber PeerConnection
             # (which the server offers at once) and negotiates its publisher connection when it first publishes.
-            subscriber_primary=self.permission.can_subscribe,
+            subscriber_primary=self.permission.can_subscribe and not self.params.single_peer_connection,
             ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
             server_info=models.ServerInfo(edition=models.ServerInfo.Edition.Standard, version=SERVER_VERSION,
                                           protocol=PROTOCOL_VERSION, node_id="nbagents-embedded"),
@@ -175,7 +184,10 @@ class Participant:
     async def _on_offer(self, offer: signal.SessionDescription) -> None:
         sdp = await self.publisher.answer(offer.sdp)
         self._trace("-> answer")
-        self.send(signal.SignalResponse(answer=signal.SessionDescription(type="answer", sdp=sdp, id=offer.id)))
+        answer = signal.SessionDescription(type="answer", sdp=sdp, id=offer.id)
+        if isinstance(self.publisher, SinglePeer):
+            answer.mid_to_track_id.update(self.publisher.mid_to_track_id)
+        self.send(signal.SignalResponse(answer=answer))
 
     async def _on_answer(self, answer: signal.SessionDescription) -> None:
         await self.subscriber.apply_answer(answer.sdp)
@@ -377,6 +389,12 @@ class Participant:
             await self.subscriber.negotiate()
 
         self._spawn(negotiate())
+
+    def _request_media_sections(self, audios: int, videos: int) -> None:
+        """/rtc/v1: the server cannot offer; ask the client for more receive-only sections and a new offer."""
+        self._trace(f"-> media sections requirement ({audios} audio, {videos} video)")
+        self.send(signal.SignalResponse(media_sections_requirement=signal.MediaSectionsRequirement(
+            num_audios=audios, num_videos=videos)))
 
     def _send_offer(self, sdp: str) -> None:
         self.send(signal.SignalResponse(offer=signal.SessionDescription(type="offer", sdp=sdp)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EMPTY_TIMEOUT = 300.0
 DEFAULT_DEPARTURE_TIMEOUT = 20.0
+#: sessions remembered as ended with their room (a few hundred bytes each), so late resumes are told so
+ENDED_SESSIONS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Room:
         self.version = 0
         self.participants: dict[str, Participant] = {}
         self.last_departure: float | None = None  # when the last participant who is not an agent left
+        #: every session that joined, in order: a client whose connection dropped may still try to resume one
+        self.session_sids: list[str] = []
         self.closed = False
 
     def has_humans(self) -> bool:
@@ -94,6 +99,7 @@ class Room:
 
     def add(self, participant: Participant) -> None:
         self.participants[participant.identity] = participant
+        self.session_sids.append(participant.sid)
 
     def remove(self, participant: Participant) -> None:
         """Forget a participant that left: tell the others and stop relaying its tracks to them."""
@@ -143,6 +149,24 @@ class RoomRegistry:
         self.defaults = defaults
         self.rooms: dict[str, Room] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: participant sid -> why its session ended with its room (ROOM_CLOSED, ROOM_DELETED), most recent last
+        self._ended_with_room: OrderedDict[str, int] = OrderedDict()
+
+    def ended_with_room(self, participant_sid: str) -> int | None:
+        """The DisconnectReason of a session that ended because its room closed or was deleted, if it did.
+
+        A client that lost its connection around that moment tries to resume; livekit-server then re-creates the
+        room and asks for a full reconnect, which puts a dispatched agent alone in a new room until that room's
+        empty timeout (300 s). This server answers such a resume with the reason instead, so the client stops.
+        """
+        return self._ended_with_room.get(participant_sid)
+
+    def _remember_ended(self, room: Room, reason: int) -> None:
+        for sid in room.session_sids[-ENDED_SESSIONS_KEPT:]:
+            self._ended_with_room[sid] = reason
+            self._ended_with_room.move_to_end(sid)
+        while len(self._ended_with_room) > ENDED_SESSIONS_KEPT:
+            self._ended_with_room.popitem(last=False)
 
     def get(self, name: str) -> Room | None:
         return self.rooms.get(name)
@@ -182,6 +206,7 @@ class RoomRegistry:
             return
         agents = list(room.participants.values())
         log.info("room %s closed after its timeout%s", room.name, " (only agents were left)" if agents else "")
+        self._remember_ended(room, models.DisconnectReason.ROOM_CLOSED)
         self._forget(room)
         for agent in agents:
             asyncio.ensure_future(agent.close(models.DisconnectReason.ROOM_CLOSED, notify=True))
@@ -191,6 +216,7 @@ class RoomRegistry:
         room = self.rooms.get(name)
         if room is None:
             return False
+        self._remember_ended(room, models.DisconnectReason.ROOM_DELETED)
         self._forget(room)
         await asyncio.gather(*(p.close(models.DisconnectReason.ROOM_DELETED, notify=True)
                                for p in list(room.participants.values())))

@@ -1,8 +1,9 @@
-"""The client-facing HTTP endpoints: the /rtc signaling websocket, /rtc/validate and the /rtc/v1 probe.
+"""The client-facing signaling endpoints: the ``/rtc`` and ``/rtc/v1`` websockets and their validate calls.
 
-Clients try ``/rtc/v1`` (single PeerConnection) first; a 404 there makes them fall back to ``/rtc`` with
-one publisher and one subscriber PeerConnection, the mode this server speaks. When the websocket is
-refused, SDKs call ``/rtc/validate`` to learn why, so both answer with the same specific message.
+Clients try ``/rtc/v1`` first: one PeerConnection for publishing and subscribing, settings in a ``join_request``
+parameter (see ``join`` and ``single_pc``). Older clients, and clients told ``/rtc/v1`` is missing, use ``/rtc``:
+settings in query parameters, one publisher and one subscriber PeerConnection. When a websocket is refused,
+SDKs call the matching ``validate`` to learn why, and get the same status and message.
 """
 
 from __future__ import annotations
@@ -39,11 +40,23 @@ def _refusal(exc: AuthError | JoinRefused) -> web.Response:
     return web.Response(status=exc.status, text=str(exc))
 
 
-async def rtc_v1(request: web.Request) -> web.Response:
-    return web.Response(status=404, text="this server speaks the /rtc signaling protocol, not /rtc/v1")
+async def rtc_v1(request: web.Request) -> web.StreamResponse:
+    """``/rtc/v1``: a client's signaling websocket, with one PeerConnection for publishing and subscribing; its
+    settings come in the ``join_request`` parameter."""
+    try:
+        params = join.params_from_join_request(request.query)
+    except JoinRefused as exc:
+        return _refusal(exc)
+    return await _session(request, params, "/rtc/v1")
 
 
-validate_v1 = rtc_v1
+async def validate_v1(request: web.Request) -> web.Response:
+    """``GET /rtc/v1/validate``: as /rtc/validate, for a ``join_request`` (400 without one, as livekit-server)."""
+    try:
+        _authorize(request, join.params_from_join_request(request.query))
+    except (AuthError, JoinRefused) as exc:
+        return _refusal(exc)
+    return web.Response(text="success")
 
 
 async def validate(request: web.Request) -> web.Response:
@@ -55,12 +68,18 @@ async def validate(request: web.Request) -> web.Response:
     return web.Response(text="success")
 
 
-async def _refuse_resume(request: web.Request, ws: web.WebSocketResponse) -> web.WebSocketResponse:
+async def _refuse_resume(request: web.Request, ws: web.WebSocketResponse, params: JoinParams
+                         ) -> web.WebSocketResponse:
     """Sessions are not resumable here: ask the client for a full reconnect, as livekit-server does for a
-    session it no longer has."""
+    session it no longer has — unless the session ended because its room closed or was deleted: then say so
+    (and create no room), so the client stops instead of joining a new, empty room of the same name."""
     await ws.prepare(request)
-    leave = signal.LeaveRequest(can_reconnect=True, reason=models.DisconnectReason.STATE_MISMATCH,
-                                action=signal.LeaveRequest.Action.RECONNECT)
+    ended = request.app[STATE].rooms.ended_with_room(params.participant_sid)
+    if ended is not None:
+        leave = signal.LeaveRequest(can_reconnect=False, reason=ended, action=signal.LeaveRequest.Action.DISCONNECT)
+    else:
+        leave = signal.LeaveRequest(can_reconnect=True, reason=models.DisconnectReason.STATE_MISMATCH,
+                                    action=signal.LeaveRequest.Action.RECONNECT)
     await ws.send_bytes(signal.SignalResponse(leave=leave).SerializeToString())
     await ws.close()
     return ws
@@ -91,7 +110,7 @@ async def _session(request: web.Request, params: JoinParams, path: str) -> web.S
     if params.reconnect:
         log.info("%s asked to resume session %s (reason %s); sessions are not resumable here",
                  claims.identity, params.participant_sid or "?", models.ReconnectReason.Name(params.reconnect_reason))
-        return await _refuse_resume(request, ws)
+        return await _refuse_resume(request, ws, params)
     config = claims.room_config
     created = state.rooms.get(claims.video.room) is None
     room = state.rooms.get_or_create(claims.video.room, **_room_settings(config))
@@ -114,7 +133,10 @@ async def _session(request: web.Request, params: JoinParams, path: str) -> web.S
     participant.send(participant.join_response())
     room.announce_joined(participant)
     participant.start()
-    reason = await _serve(participant, ws)
+    if not await _handle_join_request_messages(participant, params):
+        reason = models.DisconnectReason.SIGNAL_CLOSE
+    else:
+        reason = await _serve(participant, ws)
     await participant.close(reason, notify=reason != models.DisconnectReason.CLIENT_INITIATED)
     return ws
 
@@ -129,6 +151,22 @@ def _room_settings(config: RoomConfiguration | None) -> dict[str, Any]:
 
 def _participant_left(state: ServerState, participant: Participant) -> None:
     state.rooms.schedule_close_check(participant.room)
+
+
+async def _handle_join_request_messages(participant: Participant, params: JoinParams) -> bool:
+    """/rtc/v1 clients may put their AddTrackRequests and first offer in the join request: handle them as if
+    they came first on the websocket (livekit-server's order). False if one is unusable."""
+    requests = [signal.SignalRequest(add_track=request) for request in params.add_track_requests]
+    if params.publisher_offer is not None:
+        requests.append(signal.SignalRequest(offer=params.publisher_offer))
+    for request in requests:
+        try:
+            await participant.handle(request)
+        except Exception:
+            log.exception("%s: could not handle the %s in its join request", participant.identity,
+                          request.WhichOneof("message"))
+            return False
+    return True
 
 
 async def _serve(participant: Participant, ws: web.WebSocketResponse) -> int:

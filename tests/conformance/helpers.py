@@ -175,14 +175,17 @@ class ParticipantFactory:
         self._counter = itertools.count()
 
     async def __call__(self, room: str, identity: str | None = None, *, auto_subscribe: bool = True,
-                       token: str | None = None, **token_options: Any) -> Peer:
+                       single_peer_connection: bool | None = None, token: str | None = None,
+                       **token_options: Any) -> Peer:
+        """``single_peer_connection=False`` makes the SDK join at /rtc (two PeerConnections) instead of its
+        default, /rtc/v1 (one PeerConnection)."""
         identity = identity or f"p{next(self._counter)}"
         token = token or make_token(self.server, identity, room, **token_options)
         lk_room = rtc.Room()
         peer = Peer(lk_room, EventLog(lk_room), identity)
         self.peers.append(peer)
-        await asyncio.wait_for(
-            lk_room.connect(self.server.url, token, rtc.RoomOptions(auto_subscribe=auto_subscribe)), TIMEOUT)
+        options = rtc.RoomOptions(auto_subscribe=auto_subscribe, single_peer_connection=single_peer_connection)
+        await asyncio.wait_for(lk_room.connect(self.server.url, token, options), TIMEOUT)
         return peer
 
     async def admin_view(self, room: str, identity: str) -> api.ParticipantInfo:
