@@ -1,4 +1,4 @@
-"""The server's HTTP surface without WebRTC: CORS, the /rtc/v1 probe, validation, Twirp errors, bad frames."""
+"""The server's HTTP surface without WebRTC: CORS, /rtc/v1 refusals, validation, Twirp errors, bad frames."""
 
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ def token(server, **grants) -> str:
         api.VideoGrants(**grants)).to_jwt()
 
 
-async def test_rtc_v1_answers_404_readably_across_origins(server):
+async def test_rtc_v1_refusals_are_readable_across_origins(server):
+    """Browsers read /rtc/v1/validate to learn why a join failed; without CORS headers they cannot."""
     async with aiohttp.ClientSession() as session:
-        for path in ("/rtc/v1", "/rtc/v1/validate"):
-            async with session.get(http(server.url) + path, headers={"Origin": "http://example.test"}) as r:
-                assert r.status == 404
-                assert r.headers["Access-Control-Allow-Origin"] == "http://example.test"
+        async with session.get(http(server.url) + "/rtc/v1/validate", headers={"Origin": "http://example.test"},
+                               params={"access_token": token(server, room_join=True, room="r")}) as r:
+            assert r.status == 400 and await r.text() == "join_request is required"
+            assert r.headers["Access-Control-Allow-Origin"] == "http://example.test"
 
 
 async def test_cors_preflight_is_answered(server):
