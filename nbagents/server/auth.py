@@ -8,6 +8,7 @@ Tokens are HS256 JWTs signed with an API secret; ``iss`` names the API key, ``su
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,6 +127,8 @@ class Claims:
     video: VideoGrant = field(default_factory=VideoGrant)
     #: ``roomConfig``: settings (and agents to dispatch) for the room, if this participant's join creates it
     room_config: room_proto.RoomConfiguration | None = None
+    #: the token's signature: tells one token from another with the same claims minted at another time
+    token_id: str = ""
 
     def require_room_admin(self, room: str) -> None:
         """Raise PermissionDenied unless the token administers ``room`` (roomAdmin granted for that room)."""
@@ -169,7 +172,7 @@ class TokenVerifier:
             raise AuthError("access token signature is invalid: sign it with this server's API secret") from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"access token rejected: {exc}") from None
-        return _claims_from_payload(api_key, payload)
+        return dataclasses.replace(_claims_from_payload(api_key, payload), token_id=token.rsplit(".", 1)[-1])
 
 
 def _claims_from_payload(api_key: str, payload: Mapping[str, Any]) -> Claims:

@@ -67,6 +67,7 @@ class Participant:
         self.identity = claims.identity
         self.sid = new_sid("PA_")
         self.params = params
+        self.token_id = claims.token_id
         self.auto_subscribe = params.auto_subscribe
         self._ws = ws
         self._on_closed = on_closed

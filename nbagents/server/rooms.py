@@ -54,8 +54,9 @@ class Room:
         self.version = 0
         self.participants: dict[str, Participant] = {}
         self.last_departure: float | None = None  # when the last participant who is not an agent left
-        #: every session that joined, in order: a client whose connection dropped may still try to resume one
-        self.session_sids: list[str] = []
+        #: keys of every session that joined (its sid; an agent's token too), in order: a client whose
+        #: connection dropped may still try to resume or rejoin one after the room ended
+        self.session_keys: list[str] = []
         self.closed = False
 
     def has_humans(self) -> bool:
@@ -99,7 +100,9 @@ class Room:
 
     def add(self, participant: Participant) -> None:
         self.participants[participant.identity] = participant
-        self.session_sids.append(participant.sid)
+        self.session_keys.append(participant.sid)
+        if participant.info.kind == models.ParticipantInfo.Kind.AGENT and participant.token_id:
+            self.session_keys.append(agent_token_key(participant.token_id))
 
     def remove(self, participant: Participant) -> None:
         """Forget a participant that left: tell the others and stop relaying its tracks to them."""
@@ -137,6 +140,10 @@ class Room:
                 yield p, track
 
 
+def agent_token_key(token_id: str) -> str:
+    return f"agent-token:{token_id}"
+
+
 class RoomRegistry:
     """All rooms of the server by name; closes rooms whose empty or departure timeout ran out.
 
@@ -161,10 +168,15 @@ class RoomRegistry:
         """
         return self._ended_with_room.get(participant_sid)
 
+    def agent_token_ended(self, token_id: str) -> int | None:
+        """As ``ended_with_room``, for a full rejoin by an agent with the token of a session that ended with its
+        room (an SDK that cannot resume rejoins with the token it has): the agent's job is over."""
+        return self._ended_with_room.get(agent_token_key(token_id))
+
     def _remember_ended(self, room: Room, reason: int) -> None:
-        for sid in room.session_sids[-ENDED_SESSIONS_KEPT:]:
-            self._ended_with_room[sid] = reason
-            self._ended_with_room.move_to_end(sid)
+        for key in room.session_keys[-ENDED_SESSIONS_KEPT:]:
+            self._ended_with_room[key] = reason
+            self._ended_with_room.move_to_end(key)
         while len(self._ended_with_room) > ENDED_SESSIONS_KEPT:
             self._ended_with_room.popitem(last=False)
 

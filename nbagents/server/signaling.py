@@ -28,12 +28,33 @@ from nbagents.server.state import STATE, ServerState
 log = logging.getLogger(__name__)
 
 MAX_SIGNAL_MESSAGE = 4 * 1024 * 1024
+#: seconds a client may send nothing (not even a ping) before the server ends its session
+SILENCE_TIMEOUT = 2 * PING_TIMEOUT
 
 
 def _authorize(request: web.Request, params: JoinParams) -> Claims:
     """The claims the joining participant gets, or AuthError/JoinRefused saying why it may not join."""
-    claims = request.app[STATE].verifier.verify(token_from_request(request.headers, request.query))
-    return join.authorize(claims, params)
+    state = request.app[STATE]
+    claims = join.authorize(state.verifier.verify(token_from_request(request.headers, request.query)), params)
+    if (ended := _ended_agent_session(state, claims, params)) is not None:
+        raise AuthError(f"this agent's session ended when room {claims.video.room!r} ended "
+                        f"({models.DisconnectReason.Name(ended)}); its job is over, and rejoining with its token "
+                        "would only re-create the room: join with a new token")
+    return claims
+
+
+def _ended_agent_session(state: ServerState, claims: Claims, params: JoinParams) -> int | None:
+    """Why the session of this agent's token ended with its room, if it did (see RoomRegistry.ended_with_room)."""
+    if claims.kind != models.ParticipantInfo.Kind.AGENT or params.reconnect:
+        return None
+    return state.rooms.agent_token_ended(claims.token_id)
+
+
+async def _send_leave_and_close(ws: web.WebSocketResponse, reason: int) -> web.WebSocketResponse:
+    leave = signal.LeaveRequest(can_reconnect=False, reason=reason, action=signal.LeaveRequest.Action.DISCONNECT)
+    await ws.send_bytes(signal.SignalResponse(leave=leave).SerializeToString())
+    await ws.close()
+    return ws
 
 
 def _refusal(exc: AuthError | JoinRefused) -> web.Response:
@@ -76,10 +97,9 @@ async def _refuse_resume(request: web.Request, ws: web.WebSocketResponse, params
     await ws.prepare(request)
     ended = request.app[STATE].rooms.ended_with_room(params.participant_sid)
     if ended is not None:
-        leave = signal.LeaveRequest(can_reconnect=False, reason=ended, action=signal.LeaveRequest.Action.DISCONNECT)
-    else:
-        leave = signal.LeaveRequest(can_reconnect=True, reason=models.DisconnectReason.STATE_MISMATCH,
-                                    action=signal.LeaveRequest.Action.RECONNECT)
+        return await _send_leave_and_close(ws, ended)
+    leave = signal.LeaveRequest(can_reconnect=True, reason=models.DisconnectReason.STATE_MISMATCH,
+                                action=signal.LeaveRequest.Action.RECONNECT)
     await ws.send_bytes(signal.SignalResponse(leave=leave).SerializeToString())
     await ws.close()
     return ws
@@ -102,8 +122,10 @@ async def _session(request: web.Request, params: JoinParams, path: str) -> web.S
     except (AuthError, JoinRefused) as exc:
         log.info("refused a join: %s", exc)
         return _refusal(exc)
-    # Clients ping every PING_INTERVAL seconds; one silent for PING_TIMEOUT is gone (as on livekit-server).
-    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_SIGNAL_MESSAGE, receive_timeout=PING_TIMEOUT)
+    # Clients ping every PING_INTERVAL seconds and give up on a server silent for PING_TIMEOUT; the server gives
+    # a silent client twice that (livekit-server waits longer still), so a client whose event loop is starved
+    # for a while on a loaded machine is not cut off while it would still consider itself connected.
+    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_SIGNAL_MESSAGE, receive_timeout=SILENCE_TIMEOUT)
     if not ws.can_prepare(request).ok:
         # livekit-server answers a plain GET with 404 too
         return web.Response(status=404, text=f"{path} expects a websocket upgrade from a LiveKit client")
@@ -112,16 +134,22 @@ async def _session(request: web.Request, params: JoinParams, path: str) -> web.S
                  claims.identity, params.participant_sid or "?", models.ReconnectReason.Name(params.reconnect_reason))
         return await _refuse_resume(request, ws, params)
     config = claims.room_config
+    existing = state.rooms.get(claims.video.room)
+    if existing is not None and existing.max_participants \
+            and len(existing.participants) >= existing.max_participants and claims.identity not in existing.participants:
+        return web.Response(status=403, text=f"room {existing.name!r} is full ({existing.max_participants} participants)")
+    await ws.prepare(request)
+    if existing is not None and (previous := existing.participants.get(claims.identity)) is not None:
+        await previous.close(models.DisconnectReason.DUPLICATE_IDENTITY, notify=True)
+    # From here to room.add nothing awaits: the room found (or created) now is the one joined. Before, while the
+    # upgrade and the replaced session's close were awaited, the room may have closed; joining the closed one
+    # would leave the participant in a room nobody serves any more.
+    if (ended := _ended_agent_session(state, claims, params)) is not None:
+        return await _send_leave_and_close(ws, ended)
     created = state.rooms.get(claims.video.room) is None
     room = state.rooms.get_or_create(claims.video.room, **_room_settings(config))
-    if room.max_participants and len(room.participants) >= room.max_participants \
-            and claims.identity not in room.participants:
-        return web.Response(status=403, text=f"room {room.name!r} is full ({room.max_participants} participants)")
-    await ws.prepare(request)
-
-    previous = room.participants.get(claims.identity)
-    if previous is not None:
-        await previous.close(models.DisconnectReason.DUPLICATE_IDENTITY, notify=True)
+    if (rival := room.participants.get(claims.identity)) is not None:  # joined meanwhile with the same identity
+        asyncio.ensure_future(rival.close(models.DisconnectReason.DUPLICATE_IDENTITY, notify=True))
     participant = Participant(room, claims, ws, params, on_closed=lambda p: _participant_left(state, p))
     room.add(participant)
     state.rooms.schedule_close_check(room)
@@ -176,7 +204,7 @@ async def _serve(participant: Participant, ws: web.WebSocketResponse) -> int:
             message = await ws.receive()
         except asyncio.TimeoutError:
             log.warning("%s sent nothing for %d s (not even a ping); disconnecting it", participant.identity,
-                        PING_TIMEOUT)
+                        SILENCE_TIMEOUT)
             return models.DisconnectReason.CONNECTION_TIMEOUT
         if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return models.DisconnectReason.CLIENT_INITIATED

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 
 import aiohttp
+import pytest
 from livekit import api
 from livekit.protocol import models
 from livekit.protocol import rtc as signal
@@ -43,9 +44,10 @@ async def closed_room_with_an_agent(lk_server, lk_api, participants):
     room = unique_room("closing")
     await lk_api.room.create_room(api.CreateRoomRequest(name=room, departure_timeout=1, empty_timeout=60))
     human = await participants(room, "human")
+    token = agent_token(lk_server, room)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=4 * TIMEOUT)) as session:
         async with session.ws_connect(f"{lk_server.url}/rtc", params={"protocol": "16", "sdk": "python"},
-                                      headers={"Authorization": f"Bearer {agent_token(lk_server, room)}"}) as ws:
+                                      headers={"Authorization": f"Bearer {token}"}) as ws:
             first = signal.SignalResponse.FromString((await ws.receive(timeout=TIMEOUT)).data)
             agent_sid = first.join.participant.sid
             await human.room.disconnect()
@@ -58,20 +60,20 @@ async def closed_room_with_an_agent(lk_server, lk_api, participants):
             return not (await lk_api.room.list_rooms(api.ListRoomsRequest(names=[room]))).rooms
 
         await wait_until(room_is_gone, "the closed room is no longer listed")
-        yield room, agent_sid, session
+        yield room, agent_sid, session, token
 
 
 async def test_agents_left_in_a_room_are_told_it_closed(lk_server, lk_api, participants):
-    async with closed_room_with_an_agent(lk_server, lk_api, participants) as (room, _, _):
+    async with closed_room_with_an_agent(lk_server, lk_api, participants) as (room, _, _, _):
         assert room
 
 
 @engine_difference("livekit-server", reason="re-creates the closed room for the resume and asks for a full reconnect")
 async def test_a_resume_after_the_room_closed_is_told_so_and_creates_no_room(lk_server, lk_api, participants):
-    async with closed_room_with_an_agent(lk_server, lk_api, participants) as (room, agent_sid, session):
+    async with closed_room_with_an_agent(lk_server, lk_api, participants) as (room, agent_sid, session, token):
         async with session.ws_connect(f"{lk_server.url}/rtc",
                                       params={"protocol": "16", "sdk": "python", "reconnect": "1", "sid": agent_sid},
-                                      headers={"Authorization": f"Bearer {agent_token(lk_server, room)}"}) as ws:
+                                      headers={"Authorization": f"Bearer {token}"}) as ws:
             leave = await leave_of(ws)
         assert leave is not None
         assert leave.action == signal.LeaveRequest.Action.DISCONNECT and not leave.can_reconnect
@@ -88,3 +90,25 @@ async def test_a_resume_of_an_unknown_session_is_asked_to_reconnect(lk_server):
                                       ) as ws:
             leave = await leave_of(ws)
     assert leave is not None and leave.action == signal.LeaveRequest.Action.RECONNECT
+
+
+@engine_difference("livekit-server", reason="lets the agent rejoin with its token, re-creating the closed room")
+async def test_an_agent_rejoining_its_closed_room_with_its_token_is_refused(lk_server, lk_api, participants):
+    """An SDK that cannot resume rejoins with the token it has; for the agent of a job whose room closed that
+    would re-create the room and keep the job alive in it."""
+    async with closed_room_with_an_agent(lk_server, lk_api, participants) as (room, _, session, token):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with session.ws_connect(f"{lk_server.url}/rtc", params={"protocol": "16", "sdk": "python"},
+                                          headers={"Authorization": f"Bearer {token}"}):
+                pass
+        assert refused.value.status == 401
+        async with session.get(f"{lk_server.http_url}/rtc/validate", headers={"Authorization": f"Bearer {token}"}
+                               ) as response:
+            assert response.status == 401 and "ROOM_CLOSED" in await response.text()
+        assert not (await lk_api.room.list_rooms(api.ListRoomsRequest(names=[room]))).rooms
+
+
+async def test_the_agent_of_a_closed_room_joins_it_again_with_a_new_token(lk_server, lk_api, participants):
+    async with closed_room_with_an_agent(lk_server, lk_api, participants) as (room, _, _, _):
+        agent = await participants(room, "agent-of-the-job", kind="agent", agent=True)
+        assert agent.room.isconnected()
