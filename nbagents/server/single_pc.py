@@ -1,6 +1,6 @@
 """One PeerConnection for publishing and subscribing: the media side of ``/rtc/v1``.
 
-A client that joins at ``/rtc/v1`` (the SDKs' default since livekit 1.1 and livekit-client 2.16) has one
+A client that joins at ``/rtc/v1`` (what the SDKs try first: `livekit` 1.1.21 and 1.2.1, livekit-client 2.23) has one
 PeerConnection, and it always offers; the server only answers (livekit-server v1.13.5, pkg/rtc/transport.go,
 ``UseSinglePeerConnection``). Its offers carry
 
