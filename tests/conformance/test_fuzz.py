@@ -46,8 +46,8 @@ def random_bodies(rng: random.Random, message_type: type[Message], room: str, co
     fields = {f.name: f for f in message_type.DESCRIPTOR.fields}
     for _ in range(count):
         message = message_type()
-        for name, field in fields.items():
-            if field.type == field.TYPE_STRING and field.label != field.LABEL_REPEATED:
+        for name in fields:
+            if isinstance(getattr(message, name), str):  # a singular string field
                 setattr(message, name, rng.choice([room, "", junk_text(rng, rng.randint(1, 300)), "x" * 300]))
         bodies.append((rng.choice(["application/protobuf", "application/json"]),
                        message.SerializeToString() if rng.random() < 0.5 else
@@ -70,7 +70,12 @@ async def assert_healthy(server) -> None:
             assert response.status == 200
 
 
-@pytest.mark.parametrize("method", sorted(ROOM_SERVICE))
+NO_PARTICIPANT_503 = engine_difference("livekit-server", reason="answers UpdateSubscriptions for a participant "
+                                                               "the room has not got with 503")
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=NO_PARTICIPANT_503) if m == "UpdateSubscriptions" else m
+                                    for m in sorted(ROOM_SERVICE)])
 async def test_room_service_answers_random_requests_without_a_5xx(lk_server, participants, method):
     rng = random.Random(f"{SEED}-{method}")
     room = unique_room("fuzz")
@@ -93,6 +98,9 @@ async def test_agent_dispatch_service_answers_random_requests_without_a_5xx(lk_s
     token = make_token(lk_server, "fuzzer", None, room_admin=True, room=room)
     answered = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
+        missing_room = agent_dispatch.ListAgentDispatchRequest(room=room).SerializeToString()  # never created
+        answered.append((await post(session, lk_server, "livekit.AgentDispatchService", "ListDispatch",
+                                    "application/protobuf", missing_room, token), "ListDispatch"))
         for method, message_type in (("ListDispatch", agent_dispatch.ListAgentDispatchRequest),
                                      ("DeleteDispatch", agent_dispatch.DeleteAgentDispatchRequest),
                                      ("CreateDispatch", agent_dispatch.CreateAgentDispatchRequest)):
