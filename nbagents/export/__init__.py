@@ -8,8 +8,10 @@ shell lines (a ``%%agent`` cell keeps its body; its options become worker option
 ``from nbagents import JobContext, ...`` to ``livekit.agents``, and ends with a livekit-agents 1.8
 worker main that writes every option explicitly. Notebook-only code outside the agent (``launch``,
 ``nbagents.sim``, ``await job``, display calls, top-level await, anything that depends on them) is
-dropped and left in the script as a comment saying why. Secrets are never written: livekit-agents reads
-``LIVEKIT_URL``, ``LIVEKIT_API_KEY`` and ``LIVEKIT_API_SECRET`` from the environment.
+dropped and left in the script as a comment saying why. Credentials are never written (``_credentials``):
+a key, secret or token written as a literal in code the worker runs is refused with its cell and line;
+one in code or comments the script only shows is left out; livekit-agents reads ``LIVEKIT_URL``,
+``LIVEKIT_API_KEY`` and ``LIVEKIT_API_SECRET`` from the environment.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import nbformat
 
 from nbagents.export._analyse import analyse
 from nbagents.export._cells import parse_cell
+from nbagents.export._credentials import Guarded, check_script, guard_cells
 from nbagents.export._errors import ExportError
 from nbagents.export._read import SKIP_TAG, code_cells, notebook_from_dict, read_notebook
 from nbagents.export._render import render_script
@@ -56,8 +59,10 @@ def export_notebook_node(nb: nbformat.NotebookNode | dict, *, name: str = "noteb
     cells = code_cells(nb)
     kept = [parse_cell(cell) for cell in cells if not cell.skipped]
     skipped = [cell for cell in cells if cell.skipped]
-    analysis = analyse(kept)
-    source = render_script(name, kept, skipped, analysis)
+    guarded: list[Guarded] = []
+    analysis = analyse(kept, check=lambda plans: guarded.append(guard_cells(kept, skipped, plans)))
+    source = render_script(name, guarded[0].cells, skipped, analysis)
+    check_script(source, guarded[0].values)
     try:
         compile(source, "agent.py", "exec", dont_inherit=True)
     except SyntaxError as exc:  # a bug in the exporter, not in the notebook: say so plainly

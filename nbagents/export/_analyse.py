@@ -10,7 +10,7 @@ statements stay visible in the script as comments.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,6 +49,7 @@ class Plan:
     action: Literal["keep", "replace", "drop", "hoist"] = "keep"
     reason: str = ""
     replacement: list[str] = field(default_factory=list)
+    redacted: str | None = None  # a dropped statement holding a credential: what, shown instead of the code
 
 
 @dataclass
@@ -157,31 +158,6 @@ def _names_bound(stmt: ast.stmt) -> set[str]:
     return bound
 
 
-CREDENTIAL_ENV = frozenset({"LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"})
-
-
-def _refuse_literal_credentials(cell: ParsedCell, stmt: ast.stmt) -> None:
-    """A worker script must not carry LiveKit credentials: refuse code that writes them as literals."""
-    for node in ast.walk(stmt):
-        literal = False
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            literal = any(
-                isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant) and t.slice.value in CREDENTIAL_ENV
-                for t in node.targets
-            )
-        elif isinstance(node, ast.keyword) and node.arg in ("api_key", "api_secret"):
-            literal = isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "setdefault":
-            literal = bool(node.args) and isinstance(node.args[0], ast.Constant) and node.args[0].value in CREDENTIAL_ENV
-        if literal:
-            raise ExportError(
-                f"{cell.cell.label}, line {cell.cell_line(getattr(node, 'lineno', stmt.lineno))}: this code writes a "
-                "LiveKit API key or secret as a literal, and the export never puts credentials into a script. "
-                "Set LIVEKIT_API_KEY / LIVEKIT_API_SECRET in the environment (the worker reads them from there), "
-                "or tag the cell nbagents-skip."
-            )
-
-
 class _Analyser:
     def __init__(self) -> None:
         self.notebook_only: dict[str, str] = dict(IPYTHON_BUILTINS)
@@ -263,7 +239,6 @@ class _Analyser:
                 self.drop_reasons[name] = reasons[0]
                 self._mark_notebook_only(name, f"set by notebook-only code in cell {cell.cell.number}")
             return plan
-        _refuse_literal_credentials(cell, stmt)
         for name in _names_bound(stmt):
             self._bind(name, cell, stmt)
         return plan
@@ -460,10 +435,14 @@ class _Analyser:
         return chosen, prewarm, options, sites
 
 
-def analyse(cells: list[ParsedCell]) -> Analysis:
-    """Plan every kept cell and choose the one entrypoint; raises ExportError naming the cell."""
+def analyse(cells: list[ParsedCell], check: Callable[[dict[int, list[Plan]]], None] | None = None) -> Analysis:
+    """Plan every kept cell, let ``check`` see the plans (the credential guard: it refuses or marks dropped
+    statements before anything else is judged), then choose the one entrypoint; raises ExportError naming
+    the cell."""
     analyser = _Analyser()
     plans = {cell.cell.number: analyser.plan_cell(cell) for cell in cells}
+    if check is not None:
+        check(plans)
     entrypoint, prewarm, options, sites = analyser.choose()
     return Analysis(
         plans=plans,

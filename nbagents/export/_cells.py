@@ -12,6 +12,7 @@ from IPython.core.inputtransformer2 import TransformerManager
 
 from nbagents.export._errors import ExportError
 from nbagents.export._read import CodeCell
+from nbagents.export._shapes import mask
 
 # Cell magics whose body is ordinary Python that a script can keep (the magic itself only times,
 # captures or profiles it). Any other cell magic (%%bash, %%html, %%writefile, ...) drops the cell.
@@ -46,6 +47,7 @@ class ParsedCell:
     tree: ast.Module
     agent: AgentOptions | None = None
     notes: list[str] = field(default_factory=list)
+    hidden: str | None = None  # a non-Python cell body that holds a credential: what, shown instead of it
 
     def cell_line(self, body_line: int) -> int:
         """The line number a person sees in the notebook cell for line ``body_line`` of ``lines``."""
@@ -114,7 +116,7 @@ def parse_cell(cell: CodeCell) -> ParsedCell:
         tree = compile(transformed, f"<{cell.label}>", "exec", flags=_COMPILE_FLAGS, dont_inherit=True)
     except SyntaxError as exc:
         line = (exc.lineno or 1) + offset
-        text = (exc.text or "").strip()
+        text = mask((exc.text or "").strip())
         shown = f": {text}" if text else ""
         raise ExportError(
             f"{cell.label}, line {line}: syntax error ({exc.msg}){shown}. "

@@ -10,6 +10,7 @@ from typing import Any
 import nbformat
 
 from nbagents.export._errors import ExportError
+from nbagents.export._shapes import mask
 
 SKIP_TAG = "nbagents-skip"
 
@@ -25,8 +26,9 @@ class CodeCell:
 
     @property
     def label(self) -> str:
-        """How errors and comments name this cell: its number and its first non-blank line."""
-        first = next((line.strip() for line in self.source.splitlines() if line.strip()), "")
+        """How errors and comments name this cell: its number and its first non-blank line (anything in it
+        shaped like a credential masked)."""
+        first = mask(next((line.strip() for line in self.source.splitlines() if line.strip()), ""))
         if len(first) > 50:
             first = first[:47] + "..."
         return f'cell {self.number} ("{first}")' if first else f"cell {self.number}"

@@ -17,14 +17,14 @@ from nbagents.export._read import CodeCell
 MARK = "[nbagents]"
 
 
-_CREDENTIAL_WORDS = ("secret", "api_key", "credential", "token")
-
-
 def _commented(lines: list[str]) -> list[str]:
-    """Dropped code shown as comments, unless it may carry credentials: those never reach a script."""
-    if any(word in line.lower() for line in lines for word in _CREDENTIAL_WORDS):
-        return [f"# ({len(lines)} line{'s' if len(lines) != 1 else ''} not shown: they handle LiveKit credentials)"]
     return [f"# {line}".rstrip() for line in lines]
+
+
+def _not_shown(count: int, what: str) -> str:
+    """What replaces shown-but-not-run code that holds a credential (see ``_credentials``)."""
+    lines = f"{count} lines" if count != 1 else "1 line"
+    return f"# ({lines} not shown: {'they hold' if count != 1 else 'it holds'} {what}; the worker reads credentials from the environment)"
 
 
 def _render_group(cell: ParsedCell, group: list[Plan]) -> list[str]:
@@ -38,9 +38,9 @@ def _render_group(cell: ParsedCell, group: list[Plan]) -> list[str]:
             return [f"# {MARK} moved to the top of the script: {ast.unparse(plan.stmt)}"]
         if plan.action == "replace":
             return [f"{line}  # {MARK} {plan.reason}" for line in plan.replacement]
-        return [f"# {MARK} notebook only ({plan.reason}):"] + _commented(
-            cell.source_of(first, last)
-        )
+        if plan.redacted:
+            return [f"# {MARK} notebook only ({plan.reason}):", _not_shown(last - first + 1, plan.redacted)]
+        return [f"# {MARK} notebook only ({plan.reason}):"] + _commented(cell.source_of(first, last))
     out: list[str] = []  # several statements on one line (`a; b`): render each on its own
     for plan in group:
         if plan.action == "keep":
@@ -49,8 +49,10 @@ def _render_group(cell: ParsedCell, group: list[Plan]) -> list[str]:
             out.extend(f"{line}  # {MARK} {plan.reason}" for line in plan.replacement)
         elif plan.action == "hoist":
             out.append(f"# {MARK} moved to the top of the script: {ast.unparse(plan.stmt)}")
+        elif plan.redacted:
+            out.append(f"# {MARK} notebook only ({plan.reason}): " + _not_shown(1, plan.redacted)[2:])
         else:
-            out.append(f"# {MARK} notebook only ({plan.reason}): " + _commented([ast.unparse(plan.stmt)])[0][2:])
+            out.append(f"# {MARK} notebook only ({plan.reason}): " + ast.unparse(plan.stmt))
     return out
 
 
@@ -67,7 +69,7 @@ def render_cell(cell: ParsedCell, plans: list[Plan]) -> list[str]:
             out.append(f"# {MARK} notebook-only %%agent options left out: {' '.join(cell.agent.ignored)}")
     if cell.cell_magic and not cell.lines and cell.original is not None:
         out.append(f"# {MARK} notebook only (%%{cell.cell_magic} is a notebook cell magic):")
-        out.extend(_commented(cell.original))
+        out.extend([_not_shown(len(cell.original), cell.hidden)] if cell.hidden else _commented(cell.original))
         return out
     groups: list[list[Plan]] = []
     for plan in sorted(plans, key=lambda p: (p.first, p.stmt.col_offset)):
