@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from nbagents.export._analyse import analyse
 from nbagents.export._cells import parse_cell
@@ -28,6 +26,9 @@ from nbagents.export._credentials import Guarded, check_script, guard_cells
 from nbagents.export._errors import ExportError
 from nbagents.export._read import SKIP_TAG, code_cells, notebook_from_dict, read_notebook
 from nbagents.export._render import render_script
+
+if TYPE_CHECKING:
+    import nbformat
 
 __all__ = ["SKIP_TAG", "ExportError", "ExportedScript", "export_notebook", "export_notebook_node"]
 
@@ -54,6 +55,8 @@ def export_notebook(path: str | Path) -> ExportedScript:
 
 def export_notebook_node(nb: nbformat.NotebookNode | dict, *, name: str = "notebook.ipynb") -> ExportedScript:
     """Export an already loaded notebook (what the nbconvert exporter hands over)."""
+    import nbformat  # imported when used: see __main__ (the command's start-up cost)
+
     if not isinstance(nb, nbformat.NotebookNode):
         nb = notebook_from_dict(nb, name=name)
     cells = code_cells(nb)

@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from nbagents.export import ExportError, export_notebook
+# jsonschema (which nbformat validates with) builds an Earley parser for IRIs when it is imported and the
+# optional rfc3987-syntax package is installed, as it is beside JupyterLab: about 2 s of CPU, most of this
+# command's run. nbformat validates notebooks without format checkers, so this process goes without it
+# (the package imports nbformat only when it reads a notebook, after this line).
+if "jsonschema" not in sys.modules:
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+from nbagents.export import ExportError, export_notebook  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

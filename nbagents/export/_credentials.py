@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import tokenize
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from nbagents.export import _shapes
 from nbagents.export._analyse import Plan
@@ -45,10 +46,11 @@ ADVICE = (
 
 @dataclass
 class _Unit:
-    kind: str  # "cell" (kept code), "skipped", "body" (a non-Python cell magic's text), "comment"
+    """A cell's Python as the data flow sees it: kept (written to the script) or tagged nbagents-skip."""
+
+    kind: str  # "cell" or "skipped"
     cell: CodeCell
-    parsed: ParsedCell | None = None
-    line_map: dict[int, tuple[int, int]] = field(default_factory=dict)  # comment unit line -> (cell line, col)
+    parsed: ParsedCell
 
 
 @dataclass
@@ -122,109 +124,136 @@ def _note(kind: str, cell: CodeCell, cell_line: int) -> str:
     return f"{_ARTICLE[kind]}, cell {cell.number} line {cell_line}"
 
 
-def guard_cells(kept: list[ParsedCell], skipped: list[CodeCell], plans: dict[int, list[Plan]]) -> Guarded:
-    """Refuse credentials in code the script runs; hide those in what it only shows. Marks ``Plan.redacted``
-    on dropped statements and returns the cells with comments replaced."""
+def _analysed_units(kept: list[ParsedCell], skipped: list[CodeCell]) -> tuple[list[_Unit], list[Finding]]:
+    """The notebook's Python — kept cells and skipped ones, one namespace as in the kernel — through the
+    data flow. A skipped cell that does not parse cannot pass anything on and is left out."""
     units: list[_Unit] = []
-    code_units: list[tuple[int, ast.Module]] = []
+    trees: list[tuple[int, ast.Module]] = []
     for cell in kept:
         if cell.cell_magic and not cell.lines:
             continue
-        code_units.append((len(units), cell.tree))
+        trees.append((len(units), cell.tree))
         units.append(_Unit("cell", cell.cell, cell))
     for code_cell in skipped:
         try:
             parsed = parse_cell(code_cell)
         except ExportError:
-            continue  # a skipped cell may be anything; what it cannot define it cannot pass on
-        code_units.append((len(units), parsed.tree))
-        units.append(_Unit("skipped", code_cell, parsed))
-    findings = DataFlow().run(code_units)
-
-    # text the script shows but does not run: non-Python cell bodies and comments
-    hidden_bodies: dict[int, str] = {}
-    for cell in kept:
-        if cell.cell_magic and not cell.lines and cell.original is not None:
-            body = "\n".join(cell.original)
-            hits = list(_shapes.iter_credentials_in_text(body))
-            try:
-                tree = ast.parse(body)
-            except SyntaxError:
-                tree = None
-            if tree is not None:
-                unit = len(units)
-                units.append(_Unit("body", cell.cell, cell))
-                findings += [f for f in DataFlow().run([(unit, tree)]) if f.source.unit == unit]
-            if hits:
-                offset, kind, _ = hits[0]
-                hidden_bodies[cell.cell.number] = _note(kind, cell.cell, cell.line_offset + body.count("\n", 0, offset) + 1)
-    comment_hits: dict[int, dict[int, tuple[int, str]]] = {}  # cell number -> line -> (column, note)
-    for cell in kept:
-        if not cell.lines:
             continue
-        comments = _comments(cell)
-        for line, col, text in comments:
-            for _offset, kind, _desc in _shapes.iter_credentials_in_text(text):
-                comment_hits.setdefault(cell.cell.number, {}).setdefault(line, (col, kind))
-        for text, line_map in _comment_code(comments):
-            unit = len(units)
-            units.append(_Unit("comment", cell.cell, cell, line_map))
-            for finding in DataFlow().run([(unit, ast.parse(text))]):
-                if finding.source.unit != unit:
-                    continue
-                line, col = line_map.get(finding.source.line, next(iter(line_map.values())))
-                comment_hits.setdefault(cell.cell.number, {}).setdefault(line, (col, finding.kind))
+        trees.append((len(units), parsed.tree))
+        units.append(_Unit("skipped", code_cell, parsed))
+    return units, DataFlow().run(trees)
 
+
+def _standalone(text: str) -> list[Finding]:
+    """Findings in a piece of Python on its own (commented-out code, a %%writefile body)."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return []
+    return DataFlow().run([(0, tree)])
+
+
+def _hidden_bodies(kept: list[ParsedCell], values: set[str]) -> dict[int, str]:
+    """Cells whose body is not Python (%%bash, %%writefile .env) and holds a credential: cell -> note."""
+    hidden = {}
+    for cell in kept:
+        if not (cell.cell_magic and not cell.lines and cell.original is not None):
+            continue
+        body = "\n".join(cell.original)
+        offsets = [(offset, kind) for offset, kind, _ in _shapes.iter_credentials_in_text(body)]
+        for finding in _standalone(body):
+            values.add(finding.source.value)
+            offsets.append((_offset_of_line(body, finding.source.line), finding.kind))
+        if offsets:
+            offset, kind = min(offsets)
+            hidden[cell.cell.number] = _note(kind, cell.cell, cell.line_offset + body.count("\n", 0, offset) + 1)
+    return hidden
+
+
+def _offset_of_line(text: str, line: int) -> int:
+    return sum(len(x) + 1 for x in text.split("\n")[: line - 1])
+
+
+def _comment_hits(cell: ParsedCell, values: set[str]) -> dict[int, tuple[int, str]]:
+    """Comments of a cell that hold a credential (by shape, ``NAME=value`` text, or as commented-out code
+    followed like code): line -> (column where the comment starts, kind)."""
+    hits: dict[int, tuple[int, str]] = {}
+    comments = _comments(cell)
+    for line, col, text in comments:
+        for _offset, kind, _what in _shapes.iter_credentials_in_text(text):
+            hits.setdefault(line, (col, kind))
+    for text, line_map in _comment_code(comments):
+        for finding in _standalone(text):
+            values.add(finding.source.value)
+            line, col = line_map.get(finding.source.line, next(iter(line_map.values())))
+            hits.setdefault(line, (col, finding.kind))
+    return hits
+
+
+def _refusal(finding: Finding, units: list[_Unit], values: set[str]) -> tuple[int, int, str]:
+    unit = units[finding.source.unit]
+    parsed = unit.parsed
+    line = parsed.cell_line(finding.source.line)
+    sink = ""
+    if finding.sink_unit is not None and finding.sink_line is not None:
+        sink_unit = units[finding.sink_unit]
+        if sink_unit.cell is not unit.cell or finding.sink_line != finding.source.line:
+            skipped = ", tagged nbagents-skip" if sink_unit.kind == "skipped" else ""
+            sink = f" (cell {sink_unit.cell.number}, line {sink_unit.parsed.cell_line(finding.sink_line)}{skipped})"
+    text = (f"{_where(parsed.cell, line, values)}: {_ARTICLE[finding.kind]} is written as a literal: "
+            f"the string {finding.how}{sink}")
+    return parsed.cell.number, line, text
+
+
+def _without_comments(cell: ParsedCell, hits: dict[int, tuple[int, str]], plans: list[Plan]) -> ParsedCell:
+    """The cell with each credential-holding comment replaced by a note (a dropped statement that contains
+    one is not shown at all)."""
+    lines = list(cell.lines)
+    original = list(cell.original) if cell.original is not None else None
+    for line, (col, kind) in hits.items():
+        plan = _plan_at(plans, line)
+        if plan is not None and plan.action == "drop":
+            plan.redacted = plan.redacted or _note(kind, cell.cell, cell.cell_line(line))
+            continue
+        text = lines[line - 1]
+        code = text[:col]
+        note = f"# {MARK} comment not shown: it holds {_ARTICLE[kind]}"
+        replacement = (code.rstrip() + "  " + note) if code.strip() else code + note
+        if original is not None and original[line - 1] == text:
+            original[line - 1] = replacement
+        lines[line - 1] = replacement
+    return replace(cell, lines=lines, original=original)
+
+
+def guard_cells(kept: list[ParsedCell], skipped: list[CodeCell], plans: dict[int, list[Plan]]) -> Guarded:
+    """Refuse credentials in code the script runs (ExportError naming every cell and line); hide those in
+    what it only shows: marks ``Plan.redacted`` on dropped statements, returns the cells to render with
+    ``hidden`` bodies and comments replaced, and the values the final check looks for."""
+    units, findings = _analysed_units(kept, skipped)
     values = {f.source.value for f in findings}
-    refused: list[tuple[int, int, str]] = []
+    hidden = _hidden_bodies(kept, values)
+    comments = {cell.cell.number: _comment_hits(cell, values) for cell in kept if cell.lines}
+
+    refused = []
     for finding in findings:
         unit = units[finding.source.unit]
         if unit.kind == "skipped":
-            continue
-        parsed = unit.parsed
-        assert parsed is not None
-        if unit.kind == "body":
-            hidden_bodies.setdefault(parsed.cell.number, _note(finding.kind, parsed.cell, parsed.cell_line(finding.source.line)))
-            continue
-        cell_line = parsed.cell_line(finding.source.line)
-        plan = _plan_at(plans[parsed.cell.number], finding.source.line)
+            continue  # not written; it has counted for the flow
+        plan = _plan_at(plans[unit.cell.number], finding.source.line)
         if plan is not None and plan.action == "drop":
-            plan.redacted = plan.redacted or _note(finding.kind, parsed.cell, cell_line)
-            continue
-        sink = ""
-        if finding.sink_unit is not None and finding.sink_line is not None:
-            sink_unit = units[finding.sink_unit]
-            if sink_unit.parsed is not None and (sink_unit.cell is not unit.cell or finding.sink_line != finding.source.line):
-                sink_line = sink_unit.parsed.cell_line(finding.sink_line)
-                sink = f" (cell {sink_unit.cell.number}, line {sink_line}{', tagged nbagents-skip' if sink_unit.kind == 'skipped' else ''})"
-        refused.append((parsed.cell.number, cell_line, f"{_where(parsed.cell, cell_line, values)}: "
-                        f"{_ARTICLE[finding.kind]} is written as a literal: the string {finding.how}{sink}"))
+            plan.redacted = plan.redacted or _note(finding.kind, unit.cell, unit.parsed.cell_line(finding.source.line))
+        else:
+            refused.append(_refusal(finding, units, values))
     if refused:
-        lines = [text for _, _, text in sorted(set(refused))]
-        raise ExportError("\n".join(lines) + "\n" + ADVICE)
+        raise ExportError("\n".join(text for _, _, text in sorted(set(refused))) + "\n" + ADVICE)
 
     guarded = []
     for cell in kept:
         number = cell.cell.number
-        if number in hidden_bodies:
-            cell = replace(cell, hidden=hidden_bodies[number])
-        hits = comment_hits.get(number)
-        if hits:
-            lines = list(cell.lines)
-            original = list(cell.original) if cell.original is not None else None
-            for line, (col, kind) in hits.items():
-                plan = _plan_at(plans[number], line)
-                if plan is not None and plan.action == "drop":
-                    plan.redacted = plan.redacted or _note(kind, cell.cell, cell.cell_line(line))
-                    continue
-                text = lines[line - 1]
-                code = text[:col]
-                note = f"# {MARK} comment not shown: it holds {_ARTICLE[kind]}"
-                replacement = (code.rstrip() + "  " + note) if code.strip() else code + note
-                if original is not None and original[line - 1] == text:
-                    original[line - 1] = replacement
-                lines[line - 1] = replacement
-            cell = replace(cell, lines=lines, original=original)
+        if number in hidden:
+            cell = replace(cell, hidden=hidden[number])
+        if comments.get(number):
+            cell = _without_comments(cell, comments[number], plans[number])
         guarded.append(cell)
     return Guarded(guarded, values)
 
@@ -237,9 +266,9 @@ def check_script(source: str, values: set[str]) -> None:
         problems.append((hit.start, hit.describe()))
     for value in values:
         if len(value) >= SHOWN_VALUE_MIN:
-            start = source.find(value)
-            if start >= 0:
-                problems.append((start, "is a credential the notebook uses"))
+            found = re.search(f"(?<![A-Za-z0-9_-]){re.escape(value)}(?![A-Za-z0-9_-])", source)
+            if found:
+                problems.append((found.start(), "is a credential the notebook uses"))
     if not problems:
         return
     start, what = min(problems)

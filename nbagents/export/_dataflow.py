@@ -21,7 +21,9 @@ Where a literal becomes a credential (a *sink*):
   ``os.putenv``, ``dotenv.set_key`` and ``env=`` mappings, for a credential variable name
   (``LIVEKIT_API_SECRET``, ``*_API_KEY``, ``*_TOKEN``... see ``_shapes.credential_env``);
 - ``%env NAME value`` and argument lists that follow ``--api-key``/``--api-secret``.
-The empty string is never a credential: livekit-api reads the environment when it gets one.
+A literal without a letter or digit is never a credential (the empty string makes livekit-api read the
+environment; separators and padding hold nothing), nor one with spaces inside: keys, secrets and tokens
+are one word, a sentence is a description.
 """
 
 from __future__ import annotations
@@ -115,6 +117,15 @@ class Val:
 
     def flattened(self) -> Val:
         return Val(self.flat()) if self.fields else self
+
+    def bounded(self, depth: int = 4) -> Val:
+        """Fields nested deeper than ``depth`` folded into literals: values built in a loop
+        (``x = {"a": x}``) stay finite, so the analysis reaches its fixed point."""
+        if not self.fields:
+            return self
+        if depth == 0:
+            return Val(self.flat())
+        return Val(self.lits, {k: v.bounded(depth - 1) for k, v in self.fields.items()})
 
     def get(self, key: Any) -> Val:
         """The value at a constant key or index (literals of unknown position included)."""
@@ -266,7 +277,7 @@ class DataFlow:
 
     def _join_into(self, table: dict, key: Any, value: Val) -> None:
         old = table.get(key, EMPTY)
-        new = old.join(value)
+        new = old.join(value).bounded()
         if new != old:
             table[key] = new
             self.changed = True
@@ -436,10 +447,11 @@ class DataFlow:
 
     def _eval(self, node: ast.expr, scope: _Scope) -> Val:  # noqa: C901 - one case per expression type
         if isinstance(node, ast.Constant):
-            if isinstance(node.value, str) and node.value.strip():
-                return Val({self._source(node, node.value)})
-            if isinstance(node.value, bytes) and node.value.strip():
-                return Val({self._source(node, node.value.decode("latin-1"))})
+            text = node.value.decode("latin-1") if isinstance(node.value, bytes) else node.value
+            if isinstance(text, str) and any(c.isalnum() for c in text) and len(text.split()) == 1:
+                return Val({self._source(node, text)})
+            # "" makes livekit-api read the environment; "-" or b"\0" hold nothing; a key, secret or token is
+            # one word, so a literal with spaces in it is text ("Your API key from the dashboard")
             return EMPTY
         if isinstance(node, ast.JoinedStr):
             out = EMPTY

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from nbagents.export._errors import ExportError
 from nbagents.export._shapes import mask
+
+if TYPE_CHECKING:
+    import nbformat
 
 SKIP_TAG = "nbagents-skip"
 
@@ -66,6 +67,8 @@ def parse_notebook(text: str, *, name: str = "<notebook>") -> nbformat.NotebookN
 
 def notebook_from_dict(data: Any, *, name: str = "<notebook>") -> nbformat.NotebookNode:
     """Check that ``data`` is a notebook (nbformat 4) and convert it to a NotebookNode."""
+    import nbformat  # imported when used: see __main__ (the command's start-up cost)
+
     if not isinstance(data, dict) or "cells" not in data or "nbformat" not in data:
         raise ExportError(
             f"{name} is not a notebook: it is JSON, but has no 'nbformat' and 'cells' at its top level"

@@ -148,21 +148,24 @@ def credential_text_name(name: str) -> str | None:
 
 _VALUE = r"(?P<value>[A-Za-z0-9_\-+/=.~:@]+)"
 _ASSIGNMENT_RE = re.compile(
-    r"(?<![A-Za-z0-9_])(?:export\s+|set\s+|-e\s+)?[\"']?(?P<name>[A-Za-z_][A-Za-z0-9_]*)[\"']?"
-    r"(?:\s*[=:]\s*|\s+(?=[^=:\s]))[\"']?" + _VALUE
+    r"(?<![A-Za-z0-9_])(?:export\s+|set\s+|-e\s+)?(?P<quote>[\"']?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P=quote)"
+    r"(?P<sep>\s*[=:]\s*|\s+(?=[^=:\s]))[\"']?" + _VALUE
 )
+_NOT_VALUES = frozenset({"none", "null", "nil", "true", "false", "undefined"})
 _FLAG_RE = re.compile(r"--api[-_](?P<which>key|secret)(?:=|\s+)[\"']?" + _VALUE)
 
 
 def _placeholder(value: str, after: str) -> bool:
-    """``...``, ``xxx``, ``<your secret>``, ``$LIVEKIT_API_SECRET``, ``{secret}``, ``%s`` or the start of an
-    expression (``os.environ[...]``, ``get_secret()``) are not values."""
-    if value[0] in "$<{%(" or after[:1] in ("(", "[", "{", "$", "<"):
+    """``...``, ``xxx``, ``<your secret>``, ``your-api-key``, ``$LIVEKIT_API_SECRET``, ``{secret}``, ``%s``,
+    ``None``, a variable's name (``CLIENT_SECRET``) or the start of an expression (``os.environ[...]``,
+    ``get_secret()``) are not values."""
+    if value[0] in "$<{%(" or after[:1] in ("(", "[", "{", "$", "<") or value.lower() in _NOT_VALUES:
         return True
     core = value.strip(".:")
-    if not core or set(core.lower()) <= set("x*._-"):
+    if not core or set(core.lower()) <= set("x*._-") or core.lower().startswith("your"):
         return True
-    return False
+    # CLIENT_SECRET, YOUR_API_KEY: the name of a variable (code in a docstring), not its value
+    return bool(re.fullmatch(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+", core))
 
 
 @dataclass(frozen=True)
@@ -180,9 +183,11 @@ def find_text_credentials(text: str, *, spaced_assignments: bool = False) -> lis
     ``spaced_assignments``, ``NAME value`` counts too (``%env NAME value``)."""
     hits = []
     for m in _ASSIGNMENT_RE.finditer(text):
-        separator = text[m.end("name"):m.start("value")]
-        if not spaced_assignments and "=" not in separator and ":" not in separator:
+        separator = m.group("sep")
+        if "=" not in separator and ":" not in separator and not spaced_assignments:
             continue
+        if ":" in separator and not (m.group("quote") or m.group("name").isupper()):
+            continue  # "api_key: the key to use" is prose (a docstring); YAML/JSON names are UPPER or quoted
         kind = credential_text_name(m.group("name"))
         value = m.group("value").rstrip(".,;:")
         if kind and value and not _placeholder(value, text[m.end():m.end() + 1]):

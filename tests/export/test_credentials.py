@@ -15,10 +15,11 @@ that must export are also converted together by one real `jupyter nbconvert` run
 
 from __future__ import annotations
 
+import random
 import re
+import string
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,14 +279,11 @@ def cli_export(notebook: Path) -> Exported:
     return Exported(notebook, done, output.read_text() if output.exists() else None)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> dict[str, Exported]:
-    """Every case's notebook exported by the real `nbagents export` command. The runs are independent
-    processes, started a few at a time: each spends seconds importing nbformat on a loaded machine."""
-    folder = tmp_path_factory.mktemp("credentials")
-    notebooks = {name: write_notebook(case, folder / f"{name}.ipynb") for name, case in ALL.items()}
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(zip(notebooks, pool.map(cli_export, notebooks.values())))
+@pytest.fixture
+def exported(request, tmp_path) -> Exported:
+    """The case's notebook (the test's parameter), exported by the real `nbagents export` command."""
+    name = request.node.callspec.params["name"]
+    return cli_export(write_notebook(ALL[name], tmp_path / f"{name}.ipynb"))
 
 
 def nbconvert_export(notebook: Path) -> str:
@@ -300,7 +298,7 @@ KIND_WORDS = {KEY: "an API key", SECRET: "an API secret", TOKEN: "an access toke
 
 @pytest.mark.parametrize("name", list(REFUSED))
 def test_a_credential_in_code_the_worker_runs_is_refused_naming_cell_and_line(name, exported):
-    case, result = REFUSED[name], exported[name]
+    case, result = REFUSED[name], exported
     assert result.done.returncode == 1, result.done.stdout + result.done.stderr
     assert result.script is None
     message = result.done.stderr
@@ -324,7 +322,7 @@ def test_a_credential_in_code_the_worker_runs_is_refused_naming_cell_and_line(na
 
 @pytest.mark.parametrize("name", list(HIDDEN) + list(KEPT))
 def test_what_the_worker_does_not_run_is_exported_without_the_credential(name, exported):
-    case, result = ALL[name], exported[name]
+    case, result = ALL[name], exported
     assert result.done.returncode == 0, result.done.stderr
     script = result.script
     assert script is not None and script == nbconvert_export(result.notebook)
@@ -338,18 +336,19 @@ def test_what_the_worker_does_not_run_is_exported_without_the_credential(name, e
         assert text in script
 
 
-def test_jupyter_nbconvert_writes_the_same_scripts_and_refuses_the_same_notebooks(tmp_path, exported):
+def test_jupyter_nbconvert_writes_the_same_scripts_and_refuses_the_same_notebooks(tmp_path):
     """One real `jupyter nbconvert --to nbagents` run over every notebook that exports, and one that is refused."""
     names = [*HIDDEN, *KEPT]
+    notebooks = {name: write_notebook(ALL[name], tmp_path / f"{name}.ipynb") for name in names}
     out = tmp_path / "out"
     done = subprocess.run(
-        [BIN / "jupyter", "nbconvert", "--to", "nbagents", "--output-dir", out, *(exported[n].notebook for n in names)],
+        [BIN / "jupyter", "nbconvert", "--to", "nbagents", "--output-dir", out, *notebooks.values()],
         capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr
-    for name in names:
+    for name, notebook in notebooks.items():
         script = (out / f"{name}.py").read_text()
-        assert script == exported[name].script
+        assert script == nbconvert_export(notebook)
         for value in ALL[name].hidden:
             assert value not in script
 
@@ -360,3 +359,37 @@ def test_jupyter_nbconvert_writes_the_same_scripts_and_refuses_the_same_notebook
     assert "cell 3, line 1: an API key is written as a literal" in done.stderr
     assert TYPED_SECRET not in done.stderr
     assert not (out / "refused.py").exists()
+
+
+# -- the shape test on its own ---------------------------------------------------------------------------------
+
+ORDINARY = [
+    "You are a friendly voice assistant. Keep answers short.", "user.language", "gpt-4o-mini", "</s>",
+    "wss://my-project-a1b2c3.livekit.cloud", "https://example.com/a/VeryLongPathSegmentWithMixedCase123456",
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "123e4567-e89b-12d3-a456-426614174000",
+    "ThisIsAVeryLongCamelCaseIdentifier2024", "getUserMediaStreamTrackAudioLevel2ForTheMic",
+    "HTTPServerErrorRetryPolicyV2ForXMLAPIs1", "Mozilla5WindowsNTWin64x64AppleWebKit537",
+    "test_hook_past_the_timeout_is_cut_off_and_the_process_killed_in_time", "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE",
+    "APIConnectionError", "APIStatusErrorX", "RM_a1B2c3D4e5F6", "PA_xYz123AbC456", "nbagents-demo-3fa9c1",
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+]
+
+
+def test_the_shape_test_finds_generated_credentials_and_leaves_ordinary_text_alone():
+    rng = random.Random(20240612)  # fixed: the rates below are of these samples, not a chance
+    base62 = string.ascii_letters + string.digits
+    urlsafe = base62 + "-_"
+    secrets_43 = ["".join(rng.choice(base62) for _ in range(43)) for _ in range(2000)]
+    secrets_urlsafe = ["".join(rng.choice(urlsafe) for _ in range(43)) for _ in range(2000)]
+    keys = ["API" + "".join(rng.choice(base62) for _ in range(12)) for _ in range(2000)]
+
+    def found(values: list[str], kind: str) -> float:
+        return sum(1 for v in values if [h.kind for h in find_shapes(f'x = "{v}"')] == [kind]) / len(values)
+
+    assert found(secrets_43, SECRET) >= 0.97  # livekit-server generate-keys: 32 bytes in base62
+    assert found(secrets_urlsafe, SECRET) >= 0.97  # nbagents' embedded server: token_urlsafe(32)
+    assert found(keys, KEY) >= 0.97
+    assert [h.kind for h in find_shapes(JWT)] == [TOKEN]
+    for text in ORDINARY:
+        assert not find_shapes(text), text
+    assert not find_shapes(" ".join(ORDINARY))
