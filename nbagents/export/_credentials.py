@@ -235,6 +235,12 @@ def guard_cells(kept: list[ParsedCell], skipped: list[CodeCell], plans: dict[int
     comments = {cell.cell.number: _comment_hits(cell, values) for cell in kept if cell.lines}
 
     refused = []
+    for cell in kept:  # the script copies a cell magic's line into a comment (%%agent options included)
+        for hit in _shapes.find_text_credentials(cell.magic_line or ""):
+            refused.append((cell.cell.number, cell.line_offset,
+                            f"{_where(cell.cell, cell.line_offset, {hit.value})}: {_ARTICLE[hit.kind]} is written in "
+                            f"the {cell.magic_line.split()[0]} line (it gives {hit.name} a value), which the script "
+                            "copies into a comment"))
     for finding in findings:
         unit = units[finding.source.unit]
         if unit.kind == "skipped":

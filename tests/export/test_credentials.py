@@ -4,7 +4,8 @@ Every case is a real notebook file, exported through the real `nbagents export` 
 through the nbconvert exporter that `jupyter nbconvert --to nbagents` loads from its entry point; the notebooks
 that must export are also converted together by one real `jupyter nbconvert` run.
 
-- REFUSED: a credential in code the worker would run: exit 1, every cell and line named, the advice to read
+- REFUSED: a credential in code the worker would run (or on the %%agent line the script copies): exit 1,
+  every cell and line named, the advice to read
   LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET from the environment, no script written, and the
   credential itself never echoed in the message.
 - HIDDEN: a credential in what the script only shows (notebook-only code kept as comments, magics, shell
@@ -162,6 +163,16 @@ REFUSED = {
                f"'--api-key', 'devkey', '--api-secret', '{TYPED_SECRET}', '--join'], capture_output=True)", AGENT),
         refused=((3, 3, KEY), (3, 3, SECRET)),
     ),
+    "placeholders-and-the-dev-pair-are-credentials-too": Case(
+        (HEAD, 'def viewer_token():\n    return api.AccessToken("YOUR_API_KEY", "YOUR_API_SECRET").to_jwt()\n\n'
+               'def admin():\n    return api.LiveKitAPI("ws://127.0.0.1:7880", "devkey", "secret")', AGENT),
+        refused=((3, 2, KEY), (3, 2, SECRET), (3, 5, KEY), (3, 5, SECRET)),
+    ),
+    "a-credential-option-on-the-agent-line": Case(
+        ("from nbagents import JobContext",
+         "%%agent --room demo --api-secret my-dev-secret-42\nasync def entrypoint(ctx: JobContext):\n    pass"),
+        refused=((3, 1, SECRET),),
+    ),
     "kept-constant-used-by-a-skipped-cell": Case(
         (HEAD, f'DEV_SIGNING = "{TYPED_SECRET}"', AGENT,
          ('print(api.AccessToken("devkey", DEV_SIGNING).to_jwt())', ["nbagents-skip"])),
@@ -232,7 +243,8 @@ KEPT = {
                'SIGNING = os.getenv("LIVEKIT_API_SECRET")\nOPTIONAL = os.environ.get("LIVEKIT_API_KEY", "")',
          AGENT, "def mint(identity):\n    grants = api.VideoGrants(room_join=True, room='demo')\n"
                 "    return api.AccessToken(KEY, SIGNING).with_identity(identity).with_grants(grants).to_jwt()\n\n"
-                "def client():\n    return api.LiveKitAPI()"),
+                "def client():\n    return api.LiveKitAPI()\n\n"
+                "def verifier():\n    return api.TokenVerifier(api_key='', api_secret='')"),
         kept=('os.environ.get("LIVEKIT_URL", "ws://127.0.0.1:7880")', "api.AccessToken(KEY, SIGNING)"),
     ),
     "ordinary-strings": Case(
