@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import signal
 from typing import NamedTuple
 
 
@@ -37,8 +38,37 @@ class Engine(abc.ABC):
         """The credentials while started, else None."""
         return self._credentials
 
+    def exited(self) -> str | None:
+        """For a server this engine runs: how it ended ("killed by SIGKILL", "exit code 1") once it has
+        died on its own; None while it runs, before it started, after ``stop()``, and for engines that run
+        nothing (``remote``)."""
+        return None
+
+    def restart(self) -> Credentials:
+        """Start the server again (after it died), with the same API key and secret where possible."""
+        self.stop()
+        return self.start()
+
+    def probe(self) -> None:
+        """Raise :class:`EngineError` if the server cannot be reached right now (cheap; a TCP connect at most).
+
+        Engines that run their server check it with ``exited()`` instead; this default does nothing.
+        """
+
     def __enter__(self) -> Credentials:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def describe_exit(returncode: int | None) -> str:
+    """A process's end in words, from a ``Popen.returncode``-style value (negative: killed by that signal)."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"

@@ -30,6 +30,12 @@ class EmbeddedEngine(Engine):
     def stop(self) -> None:
         self._server.stop()
 
+    def exited(self) -> str | None:
+        return self._server.exited()
+
+    def restart(self) -> Credentials:
+        return self._server.restart()
+
     @property
     def credentials(self) -> Credentials | None:
         return self._server.credentials

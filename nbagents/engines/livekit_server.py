@@ -2,6 +2,11 @@
 
 It is the reference implementation of the LiveKit protocol: users who have it get exactly the server they
 deploy later, and the test suite runs its conformance tests against it to keep the embedded server honest.
+
+It runs under nbagents' small supervisor (``nbagents._lifeline``), in its own session: livekit-server is a Go
+program that cannot watch its parent, so the supervisor does, and stops it when the process that started
+the engine dies, even by SIGKILL; if the supervisor itself is killed, livekit-server gets SIGKILL from the
+kernel. Its own session keeps a kernel interrupt (SIGINT to the kernel's process group) away from it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import select
 import shutil
 import socket
 import subprocess
@@ -21,7 +27,8 @@ import urllib.request
 from collections import deque
 from pathlib import Path
 
-from nbagents.engines.base import Credentials, Engine, EngineError
+from nbagents import _lifeline
+from nbagents.engines.base import Credentials, Engine, EngineError, describe_exit
 
 BINARY_ENV = "NBAGENTS_LIVEKIT_SERVER"
 DEFAULT_PORT = 7880
@@ -151,13 +158,33 @@ class LiveKitServerEngine(Engine):
         self.port: int | None = None
         self.udp_port: int | None = None
         self.log_path: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None  # the supervisor
+        self._server_pid: int | None = None
         self._credentials: Credentials | None = None
 
     @property
     def pid(self) -> int | None:
-        """The server's process id while it runs."""
+        """The livekit-server process id while it runs."""
+        return self._server_pid if self._process is not None else None
+
+    @property
+    def supervisor_pid(self) -> int | None:
+        """The supervisor's process id (livekit-server's parent) while it runs."""
         return self._process.pid if self._process is not None else None
+
+    def exited(self) -> str | None:
+        process = self._process
+        if process is None or process.poll() is None:
+            return None
+        return describe_exit(process.returncode)
+
+    def restart(self) -> Credentials:
+        """Start livekit-server again after it died: same key and secret, the same port if it is free."""
+        port = self.port
+        self.stop()
+        if self.requested_port is None and port is not None and _port_is_free(port, socket.SOCK_STREAM):
+            self._preferred_port = port
+        return self.start()
 
     def describe(self) -> str:
         where = f" at {self._credentials.url}" if self._credentials else ""
@@ -178,20 +205,27 @@ class LiveKitServerEngine(Engine):
         self.log_path = Path(log_name)
         command = [str(self.binary), *self._config_args(), "--bind", HOST, "--port", str(self.port)]
         command += ["--udp-port", str(self.udp_port)]
+        pid_r, pid_w = os.pipe()
         try:
+            # livekit-server needs a second SIGTERM to close its rooms at once (see _terminate)
             self._process = subprocess.Popen(
-                command,
+                _lifeline.supervisor_command(command, pid_fd=pid_w, stop_signals="TERM:0.5,TERM:5,KILL"),
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=subprocess.STDOUT,
                 env=_child_environment(self.api_key, self.api_secret),
+                pass_fds=[pid_w],
+                start_new_session=True,
             )
         except OSError as exc:
+            os.close(pid_r)
             raise EngineError(f"could not run {self.binary}: {exc}") from exc
         finally:
             os.close(log_fd)
+            os.close(pid_w)
         atexit.register(self.stop)
         try:
+            self._server_pid = self._read_server_pid(pid_r)
             self._wait_until_ready()
         except BaseException:
             self._terminate()
@@ -204,6 +238,23 @@ class LiveKitServerEngine(Engine):
         self._terminate()
         if was_running and self.log_path is not None:  # a failed start keeps its log for the error message
             self.log_path.unlink(missing_ok=True)
+
+    def _read_server_pid(self, fd: int) -> int | None:
+        """The pid the supervisor reports once it has forked livekit-server (None if it exited first)."""
+        try:
+            data = b""
+            deadline = time.monotonic() + self.start_timeout
+            while not data.endswith(b"\n"):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    return None
+                chunk = os.read(fd, 64)
+                if not chunk:
+                    return None
+                data += chunk
+            return int(data)
+        finally:
+            os.close(fd)
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
@@ -235,9 +286,12 @@ class LiveKitServerEngine(Engine):
             return ["--config", str(self.config_file)]
         return ["--config-body", DEFAULT_CONFIG]
 
+    _preferred_port: int | None = None  # a restart keeps the port it had, when it is still free
+
     def _choose_http_port(self) -> int:
         if self.requested_port is None:
-            return _pick_port(DEFAULT_PORT, socket.SOCK_STREAM)
+            preferred, self._preferred_port = self._preferred_port or DEFAULT_PORT, None
+            return _pick_port(preferred, socket.SOCK_STREAM)
         if not _port_is_free(self.requested_port, socket.SOCK_STREAM):
             raise EngineError(
                 f"port {self.requested_port} on {HOST} is already in use: stop what listens there, "

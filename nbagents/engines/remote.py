@@ -74,6 +74,32 @@ class RemoteEngine(Engine):
     def stop(self) -> None:
         self._credentials = None
 
+    def probe(self) -> None:
+        """A TCP connect to the server (one round trip, no TLS, no API call): is anything listening there?
+
+        Run before every launch after the first (``EngineSession``); a server that went away gives an
+        :class:`EngineError` saying so and what to do, instead of a refused connection inside the job.
+        """
+        parsed = urllib.parse.urlsplit(http_url(self.url))
+        host = parsed.hostname or ""
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            with socket.create_connection((host, port), timeout=self.timeout):
+                return
+        except (socket.timeout, TimeoutError):
+            problem = f"it did not answer within {self.timeout:g} s"
+        except ConnectionRefusedError:
+            problem = f"nothing listens on {host}:{port} any more (connection refused)"
+        except socket.gaierror:
+            problem = f"the host name {host!r} does not resolve"
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+        raise EngineError(
+            f"the remote LiveKit server at {self.url} ({URL_ENV}) is unreachable: {problem}. nbagents does not "
+            f"run that server: start it again (or correct {URL_ENV}), or unset {URL_ENV} to let nbagents run "
+            "a local one"
+        )
+
     def _check_server(self, base: str) -> None:
         """One ListRooms call: proves the server is reachable, speaks LiveKit, and accepts our credentials."""
         from livekit import api

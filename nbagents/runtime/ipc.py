@@ -94,6 +94,18 @@ class ProcessReady:
 
 
 @dataclasses.dataclass(frozen=True)
+class Heartbeat:
+    """Sent by the job's event loop itself every few hundred milliseconds while it runs.
+
+    The kernel marks a job unresponsive when they stop (``nbagents.runtime.watchdog``): a blocked event
+    loop, a process stopped by SIGSTOP and native code holding the GIL all stop them.
+    """
+
+
+HEARTBEAT = Heartbeat()
+
+
+@dataclasses.dataclass(frozen=True)
 class JobFinished:
     """The job's final result, sent just before the process exits."""
 

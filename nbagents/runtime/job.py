@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nbagents.runtime import events as ev
+from nbagents.runtime import watchdog
 from nbagents.runtime.ipc import JobFinished
 
 __all__ = ["Job", "JobResult", "AudioTrackState", "DataMessage", "VoiceSession", "jobs"]
@@ -140,12 +141,15 @@ class Job:
     - ``data_messages``: bounded deque of :class:`DataMessage`
     - ``logs``: bounded deque of :class:`~nbagents.runtime.events.LogRecord`
     - ``errors``: every :class:`~nbagents.runtime.events.ErrorRaised`
-    - ``unresponsive``: True while the job's event loop is blocked
+    - ``unresponsive``: True while the job process sends no heartbeat (for
+      :data:`~nbagents.runtime.watchdog.UNRESPONSIVE_AFTER_SECONDS`, 2 s): its event loop is blocked, the
+      process is stopped (SIGSTOP) or native code holds its GIL (``nbagents.runtime.watchdog``)
     - ``sessions``: session number -> :class:`VoiceSession`, for each ``AgentSession`` the job ran
     - ``transcript``: the conversation so far (as :attr:`JobResult.transcript`)
 
     ``await job`` / ``await job.wait()`` return the :class:`JobResult`; ``await job.stop(reason)``
-    shuts it down; ``job.result(timeout)`` waits from synchronous code.
+    shuts it down (an unresponsive job is killed at ``shutdown_process_timeout``); ``job.result(timeout)``
+    waits from synchronous code.
     """
 
     def __init__(
@@ -179,6 +183,7 @@ class Job:
         self.unresponsive = False
         self.sessions: dict[int, VoiceSession] = {}
         self.transcript: list[dict[str, Any]] = []
+        self._last_heartbeat: float | None = None  # time.monotonic() of the last heartbeat, once attached
         self.entrypoint_started: ev.EntrypointStarted | None = None
         self.connected: ev.RoomConnected | None = None
         self._result: JobResult | None = None
@@ -264,7 +269,12 @@ class Job:
         return self._result
 
     async def stop(self, reason: str = "stopped from the notebook") -> JobResult:
-        """Shut the job down: its shutdown callbacks run; it is killed after ``shutdown_process_timeout``."""
+        """Shut the job down: its shutdown callbacks run; it is killed after ``shutdown_process_timeout``.
+
+        A job that is unresponsive then (no heartbeat: blocked, stopped, or hung in native code) is killed
+        with SIGKILL at once at the timeout; a responsive one ends itself at the timeout, and is killed one
+        second later if it has not.
+        """
         self.request_stop(reason)
         return await self.wait()
 
@@ -277,7 +287,7 @@ class Job:
             control = self._control
         if control is not None:
             control.stop(reason)
-        self._arm_kill_timer(self.shutdown_process_timeout + 1.0)
+        self._arm_kill_timer(self.shutdown_process_timeout, self._stop_deadline_passed)
 
     def kill(self) -> None:
         """SIGKILL the job process at once; its state becomes ``killed``."""
@@ -289,19 +299,85 @@ class Job:
         with self._lock:
             self._control = control
             reason = self._stop_requested
+            self._last_heartbeat = time.monotonic()
+        watchdog.watch(self)
         if reason is not None:
             control.stop(reason)
 
-    def _arm_kill_timer(self, seconds: float) -> None:
+    # ---- heartbeats (see nbagents.runtime.watchdog) -----------------------------------------------
+
+    def _on_heartbeat(self) -> None:
+        """A heartbeat arrived (the job's reader thread)."""
+        now = time.monotonic()
+        with self._lock:
+            silent = now - (self._last_heartbeat or now)
+            self._last_heartbeat = now
+            came_back = self.unresponsive and not self.done
+        if came_back:
+            self._on_event(ev.LogRecord(level="INFO", logger="nbagents",
+                                        message=f"the job process is responsive again (no heartbeat for {silent:.1f} s)"))
+            self._on_event(ev.LoopHealth(responsive=True, blocked_seconds=0.0))
+
+    def _check_heartbeat(self, now: float, limit: float) -> bool:
+        """Mark the job unresponsive if it has been silent for ``limit`` seconds; False once it has ended."""
+        with self._lock:
+            if self.done:
+                return False
+            if self._last_heartbeat is None or self.unresponsive:
+                return True
+            silent = now - self._last_heartbeat
+            if silent <= limit:
+                return True
+            pid = self.pid
+        # the log record first: whoever sees ``unresponsive`` set also finds the reason in ``logs``
+        self._on_event(ev.LogRecord(level="WARNING", logger="nbagents",
+                                    message=f"the job is unresponsive: no heartbeat for {silent:.1f} s; "
+                                            f"{watchdog.describe_process(pid)}"))
+        self._on_event(ev.LoopHealth(responsive=False, blocked_seconds=round(silent, 2)))
+        return True
+
+    def _excuse_silence(self, now: float) -> None:
+        """The kernel itself was stalled: heartbeats may be waiting unread, so restart the silence clock."""
+        with self._lock:
+            if self._last_heartbeat is not None and not self.unresponsive:
+                self._last_heartbeat = max(self._last_heartbeat, now - watchdog.TICK_SECONDS)
+
+    @property
+    def silent_seconds(self) -> float | None:
+        """Seconds since the job process's last heartbeat (None before it has a process, or once it ended)."""
+        with self._lock:
+            if self._last_heartbeat is None or self.done:
+                return None
+            return time.monotonic() - self._last_heartbeat
+
+    # ---- killing ----------------------------------------------------------------------------------
+
+    def _arm_kill_timer(self, seconds: float, then: Callable[[], None] | None = None) -> None:
         """Backstop: the job process enforces its own deadline; kill it if it has not gone by then."""
         with self._lock:
             if self.done:
                 return
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
-            self._kill_timer = threading.Timer(seconds, self._kill, args=("shutdown_process_timeout exceeded",))
+            if then is None:
+                self._kill_timer = threading.Timer(seconds, self._kill, args=("shutdown_process_timeout exceeded",))
+            else:
+                self._kill_timer = threading.Timer(seconds, then)
             self._kill_timer.daemon = True
             self._kill_timer.start()
+
+    def _stop_deadline_passed(self) -> None:
+        """``shutdown_process_timeout`` after a stop request: kill an unresponsive job now, give a responsive one 1 s."""
+        silent = self.silent_seconds
+        if silent is None and self.done:
+            return
+        if self.unresponsive:
+            self._kill(
+                f"unresponsive (no heartbeat for {silent or 0:.1f} s; {watchdog.describe_process(self.pid)}) "
+                f"and still running shutdown_process_timeout ({self.shutdown_process_timeout:g} s) after the stop request"
+            )
+        else:
+            self._arm_kill_timer(1.0)
 
     def _kill(self, why: str) -> None:
         with self._lock:
@@ -367,7 +443,7 @@ class Job:
         elif isinstance(event, ev.ShutdownStarted):
             self.shutdown_reason = event.reason
             remaining = max(0.0, event.deadline - time.time())
-            self._arm_kill_timer(remaining + 1.0)
+            self._arm_kill_timer(remaining, self._stop_deadline_passed)
         elif isinstance(event, ev.CallbackOutcome):
             self.callbacks[event.name] = event
         elif isinstance(event, ev.SessionStarted):

@@ -165,6 +165,7 @@ class _JobLink:
 
     def begin(self, *, presented: bool) -> None:
         self.job.pid = self.handle.pid
+        self.handle.expect_shutdown_within(self.start.shutdown_process_timeout)  # the zygote's kill, if the kernel dies
         if not presented:
             self.handle.channel.send(self.start)
         if self.start.credentials is None:
@@ -192,7 +193,9 @@ class _JobLink:
             except Exception as exc:  # a corrupt frame: report it and treat the process as gone
                 self.job._on_event(ev.ErrorRaised(where="ipc", message=f"unreadable message from the job: {exc}", traceback=""))
                 break
-            if isinstance(message, ev.Event):
+            if isinstance(message, ipc.Heartbeat):
+                self.job._on_heartbeat()
+            elif isinstance(message, ev.Event):
                 self.job._on_event(message)
             elif isinstance(message, ipc.JobFinished):
                 self.job._on_finished_message(message)

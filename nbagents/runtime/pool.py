@@ -2,7 +2,9 @@
 
 - The zygote (``nbagents.runtime.zygote``) is started once per kernel, in its own session, so that a
   kernel restart that kills the kernel's process group does not kill jobs before their shutdown
-  callbacks ran (they notice their channel closing instead).
+  callbacks ran (they notice their channel closing instead). It also supervises them: when the kernel
+  is gone it kills every job still running ``shutdown_process_timeout`` later (a stopped or hung one),
+  which :meth:`ProcessHandle.expect_shutdown_within` tells it.
 - Idle processes are forked ahead of time and have started the livekit FFI; with a ``prewarm``
   function they have also run it. A launch whose prewarm matches takes one at once.
 """
@@ -19,6 +21,7 @@ import threading
 from concurrent.futures import Future
 
 from nbagents.runtime import ipc
+from nbagents.runtime.zygote import RECORD
 
 __all__ = ["ProcessHandle", "ProcessPool", "shared_pool"]
 
@@ -28,9 +31,10 @@ ZYGOTE_START_TIMEOUT = 60.0
 class ProcessHandle:
     """One job process (forked by the zygote) and the kernel's end of its channel."""
 
-    def __init__(self, pid: int, channel: ipc.Channel) -> None:
+    def __init__(self, pid: int, channel: ipc.Channel, zygote: Zygote | None = None) -> None:
         self.pid = pid
         self.channel = channel
+        self._zygote = zygote
         self.prewarm_digest: str | None = None
         self.exit_code: int | None = None
         self.exited = threading.Event()
@@ -46,6 +50,15 @@ class ProcessHandle:
     def retire(self) -> None:
         """Close an idle process's channel; it exits on its own."""
         self.channel.close()
+
+    def expect_shutdown_within(self, seconds: float) -> None:
+        """Tell the zygote this process runs a job with this ``shutdown_process_timeout``.
+
+        Should the kernel die, the zygote kills the process if it is still there that long (plus a short
+        grace) afterwards.
+        """
+        if self._zygote is not None:
+            self._zygote.supervise(self.pid, seconds)
 
 
 class Zygote:
@@ -66,7 +79,7 @@ class Zygote:
         paths = [os.path.abspath(p or os.curdir) for p in sys.path]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nbagents.runtime.zygote", str(zygote_end.fileno())],
+            [sys.executable, "-m", "nbagents.runtime.zygote", str(zygote_end.fileno()), str(os.getpid())],
             pass_fds=[zygote_end.fileno()],
             start_new_session=True,
             env=env,
@@ -92,18 +105,26 @@ class Zygote:
         with self._lock:
             self._pending.append(answer)
             try:
-                socket.send_fds(self._control, [b"F"], [child_end.fileno()])
+                socket.send_fds(self._control, [RECORD.pack(b"F", 0, 0.0)], [child_end.fileno()])
             except OSError as exc:
                 self._pending.remove(answer)
                 raise RuntimeError(f"the nbagents zygote process is gone ({exc}); restart the kernel") from exc
         child_end.close()
         pid = answer.result(30.0)
-        handle = ProcessHandle(pid, ipc.Channel(kernel_end))
+        handle = ProcessHandle(pid, ipc.Channel(kernel_end), self)
         with self._lock:
             self._handles[pid] = handle
             if pid in self._early_exits:
                 handle._set_exit(self._early_exits.pop(pid))
         return handle
+
+    def supervise(self, pid: int, seconds: float) -> None:
+        """Tell the zygote that child ``pid`` runs a job with this ``shutdown_process_timeout``."""
+        with self._lock:
+            try:
+                self._control.sendall(RECORD.pack(b"T", pid, float(seconds)))
+            except OSError:
+                pass  # the zygote is gone; its children went with it
 
     def _read(self) -> None:
         while True:
@@ -134,11 +155,9 @@ class Zygote:
             answer.set_exception(error)
 
     def close(self) -> None:
+        """Fork nothing more. The zygote exits by itself once its last child (a running job) has ended."""
         self._channel.close()
-        try:
-            self.process.wait(2.0)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        self.process.poll()
 
 
 class ProcessPool:

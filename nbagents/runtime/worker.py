@@ -296,7 +296,7 @@ class JobRuntime:
 
     def _credentials_tuple(self) -> tuple[str, str, str]:
         if self._engine_error is not None:
-            raise RuntimeError(f"the LiveKit server could not be started: {self._engine_error}")
+            raise RuntimeError(f"no LiveKit server for this job: {self._engine_error}")
         assert self._credentials is not None
         return self._credentials.url, self._credentials.api_key, self._credentials.api_secret
 
@@ -525,22 +525,25 @@ class JobRuntime:
 
     def _beat(self) -> None:
         self._last_beat = time.monotonic()
+        if self.kernel_alive:
+            self.channel.send(ipc.HEARTBEAT)  # the kernel's watchdog marks the job unresponsive when these stop
         assert self.loop is not None
         self.loop.call_later(HEARTBEAT_SECONDS, self._beat)
 
     def _watchdog(self) -> None:
-        """Reports a blocked event loop, and ends the process at the shutdown deadline."""
+        """Ends the process at the shutdown deadline, or when its event loop stays blocked after a stop request.
+
+        Reporting an unresponsive job is the kernel's watchdog's job (it watches the heartbeats ``_beat``
+        sends, and also sees a stopped process or one whose GIL native code holds, which this thread cannot).
+        """
         blocked_reported = False
         stop_seen_blocked_at: float | None = None
         while not self.finished.wait(0.05):
             blocked = time.monotonic() - self._last_beat
             if blocked > UNRESPONSIVE_AFTER_SECONDS and not blocked_reported:
                 blocked_reported = True
-                self.emit(ev.LoopHealth(responsive=False, blocked_seconds=round(blocked, 2)))
-                self.emit(ev.LogRecord(level="WARNING", logger="nbagents", message=f"the job's event loop has been blocked for {blocked:.1f} s"))
             elif blocked < HEARTBEAT_SECONDS * 3 and blocked_reported:
                 blocked_reported = False
-                self.emit(ev.LoopHealth(responsive=True, blocked_seconds=0.0))
             if self.deadline is None:
                 continue
             now = time.time()

@@ -13,13 +13,13 @@ import sys
 
 from aiohttp import web
 
+from nbagents import _lifeline
 from nbagents.server import _aiortc
 from nbagents.server.app import make_app
 from nbagents.server.process import DEFAULT_API_KEY, SECRET_ENV, ready_line
 from nbagents.server.rooms import DEFAULT_DEPARTURE_TIMEOUT, DEFAULT_EMPTY_TIMEOUT, RoomDefaults
 
 log = logging.getLogger("nbagents.server")
-PARENT_POLL_SECONDS = 0.5
 
 
 def _seconds(text: str) -> float:
@@ -62,13 +62,12 @@ def _ice_addresses(host: str, explicit: list[str] | None) -> list[str] | None:
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
-    """Stop when the parent exits (getppid changes once it is gone).
+    """Stop when the parent exits, however it exits (a pidfd watch; ``nbagents._lifeline``).
 
-    Polling is used rather than PR_SET_PDEATHSIG, which fires when the *thread* that started the child
-    ends — a server started from a notebook's worker thread would die with that thread.
+    Not PR_SET_PDEATHSIG, which fires when the *thread* that started the child ends — a server started from
+    a notebook's worker thread would die with that thread.
     """
-    while os.getppid() == parent_pid:
-        await asyncio.sleep(PARENT_POLL_SECONDS)
+    await _lifeline.parent_gone(parent_pid)
     log.warning("parent process %d is gone; stopping", parent_pid)
     stop.set()
 

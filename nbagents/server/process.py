@@ -3,7 +3,9 @@
 The child prints one JSON line on stdout when it accepts connections (``READY_KEY``); everything else it
 says goes to stderr, kept in a temporary log file so a failed start can quote it. The API secret is passed
 through the environment, never the command line (other users can read command lines). The child watches
-its parent's pid and exits when the parent is gone, so a crashed notebook kernel leaves no server behind.
+its parent with a pidfd (``nbagents._lifeline``) and exits when the parent is gone, however it died, so a
+crashed or SIGKILLed notebook kernel leaves no server behind. It runs in its own session, so a signal to
+the kernel's process group (Jupyter's "interrupt kernel" sends SIGINT to it) does not stop it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tempfile
 import time
 from typing import IO, Any
 
-from nbagents.engines.base import Credentials, EngineError
+from nbagents.engines.base import Credentials, EngineError, describe_exit
 
 READY_KEY = "nbagents_server"
 SECRET_ENV = "NBAGENTS_SERVER_API_SECRET"
@@ -71,6 +73,30 @@ class DevServer:
         """The server process id while it runs (benchmarks read its CPU time)."""
         return self._proc.pid if self._proc is not None else None
 
+    def exited(self) -> str | None:
+        """How the server process ended, once it died on its own (None while it runs or after ``stop()``)."""
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return None
+        return describe_exit(proc.returncode)
+
+    def restart(self) -> Credentials:
+        """Start the server again after it died: same key and secret, and the same port when it is free."""
+        port = self.port
+        if self._credentials is not None:
+            port = int(self._credentials.url.rsplit(":", 1)[1])
+        self.stop()
+        original, self.port = self.port, port
+        try:
+            return self.start()
+        except EngineError:
+            if port == original:
+                raise
+            self.port = original  # that port is taken now: any free one
+            return self.start()
+        finally:
+            self.port = original
+
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "nbagents.server", "--host", self.host, "--port", str(self.port),
                "--api-key", self.api_key, "--parent-pid", str(os.getpid()), "--ready-json"]
@@ -88,7 +114,7 @@ class DevServer:
         env = dict(os.environ, **{SECRET_ENV: self.api_secret})
         self._log = None if self.verbose else tempfile.TemporaryFile(prefix="nbagents-server-", suffix=".log")
         self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=self._log, env=env)
+                                      stderr=self._log, env=env, start_new_session=True)
         try:
             self._credentials = self._wait_ready()
         except BaseException:

@@ -16,6 +16,6 @@ def kernel_credentials() -> Credentials:
         return shared_engine().wait(ENGINE_START_TIMEOUT)
     except (RuntimeError, TimeoutError) as exc:
         raise SimError(
-            f"no LiveKit server for the simulated participant: the kernel's engine failed to start ({exc}). "
+            f"no LiveKit server for the simulated participant: {exc}. "
             "Pass credentials=(url, api_key, api_secret) to join a server you run yourself."
         ) from None

@@ -80,11 +80,13 @@ class SimulatedParticipant:
             sys.executable,
             "-m",
             "nbagents.sim._worker",
+            str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             limit=MAX_LINE_BYTES,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # a kernel interrupt (SIGINT to the kernel's process group) leaves it alone
         )
         loop = asyncio.get_running_loop()
         self._connected = loop.create_future()

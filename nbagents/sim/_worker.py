@@ -1,7 +1,9 @@
 """The simulated participant's own process: a real ``livekit.rtc.Room`` driven over stdin/stdout.
 
 Started by ``nbagents.sim.join``; never imported by the kernel. It exits when asked to leave or when the
-kernel goes away (stdin closes), so a participant can never outlive its notebook.
+kernel goes away: its stdin closes and it leaves the room; and, should leaving hang, a pidfd watch of the
+kernel (``nbagents._lifeline``) ends the process :data:`LEAVE_GRACE_SECONDS` after the kernel's death. So a
+participant can never outlive its notebook, even one killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from nbagents.sim import _audio
 from nbagents.sim._protocol import MAX_LINE_BYTES, b64, decode, encode, unb64
 
 log = logging.getLogger("nbagents.sim.worker")
+
+LEAVE_GRACE_SECONDS = 5.0
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -196,6 +200,19 @@ async def _main() -> int:
     return await _serve(reader, send)
 
 
+def _exit_after_the_kernel(kernel_pid: int) -> None:
+    """Backstop for a kernel that died: leaving (on stdin's end) gets a few seconds, then the process ends."""
+    from nbagents import _lifeline
+
+    def gone() -> None:
+        time.sleep(LEAVE_GRACE_SECONDS)
+        os._exit(0)
+
+    _lifeline.watch_parent(kernel_pid, gone)
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=os.environ.get("NBAGENTS_SIM_LOG", "WARNING"), stream=sys.stderr)
+    if len(sys.argv) > 1:
+        _exit_after_the_kernel(int(sys.argv[1]))
     sys.exit(asyncio.run(_main()))
