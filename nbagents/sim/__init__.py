@@ -1,7 +1,8 @@
 """Simulated participants: real ``livekit`` clients, each in its own process, that a notebook drives.
 
     async with nbagents.sim.join("demo", "alice", attributes={"user.language": "en"}) as alice:
-        await alice.play_tone(440, seconds=1.0)       # a microphone track, 10 ms frames at real-time pace
+        await alice.play_tone(440, seconds=1.0)       # a microphone track, 10 ms frames at real-time pace;
+                                                       # returns what the server acknowledged receiving
         await alice.set_attributes({"user.language": "fr"})
         await alice.send_data("hi", topic="chat")
         packet = await alice.wait_for_data()           # or look at alice.received
@@ -10,7 +11,7 @@ The kernel never hosts an rtc client (a crash there must not take the notebook d
 ``rtc.Room`` lives in a child process that the kernel talks to over a line-based pipe.
 """
 
-from nbagents.sim._participant import ReceivedData, SimError, SimulatedParticipant, join
+from nbagents.sim._participant import AudioNotDelivered, ReceivedData, SimError, SimulatedParticipant, join
 from nbagents.sim._protocol import KINDS
 
-__all__ = ["KINDS", "ReceivedData", "SimError", "SimulatedParticipant", "join"]
+__all__ = ["KINDS", "AudioNotDelivered", "ReceivedData", "SimError", "SimulatedParticipant", "join"]

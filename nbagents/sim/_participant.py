@@ -26,6 +26,18 @@ class SimError(RuntimeError):
     """A simulated participant could not do what was asked; the message says why and what to do."""
 
 
+class AudioNotDelivered(SimError):
+    """Audio was played, but the server acknowledged none of it: nothing reached the room.
+
+    ``report`` is what ``play_tone``/``play_wav`` would have returned (``frames`` generated,
+    ``packets_sent``, ``packets_acknowledged`` 0, ...).
+    """
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 @dataclass(frozen=True)
 class ReceivedData:
     """A data packet the simulated participant received.
@@ -147,16 +159,47 @@ class SimulatedParticipant:
     # -- what the participant does ----------------------------------------------------------------------
 
     async def play_tone(self, freq_hz: float = 440.0, seconds: float = 1.0) -> dict[str, Any]:
-        """Speak a sine tone on the microphone track (published on first use) at real-time pace."""
+        """Speak a sine tone on the microphone track (published on first use) at real-time pace.
+
+        Returns once the tone has been sent and the server has acknowledged it (its next RTCP receiver
+        report, usually within a second), with what was generated and what reached the room:
+
+        - ``track_sid``; ``frames`` (10 ms frames generated) and ``seconds`` (how long sending took);
+        - ``packets_sent`` (RTP packets, 20 ms of Opus each), ``packets_acknowledged`` (received by the
+          server, by its receiver reports), ``packets_lost`` (as the server reported them),
+          ``frames_acknowledged`` (``frames`` in the proportion acknowledged) and ``acknowledged_seconds``
+          (how far into the play the reports reach);
+        - ``reached_server`` (any packet acknowledged) and ``subscribed`` (someone in the room subscribed
+          to the track, as the server told the participant).
+
+        Raises :class:`AudioNotDelivered` (its ``report`` holds the above) when the server acknowledged
+        nothing within a few seconds — the track never reached it.
+        """
         _audio.validate_tone(freq_hz, seconds)
-        return await self._request(
+        report = await self._request(
             "play_tone", {"freq_hz": float(freq_hz), "seconds": float(seconds)}, timeout=seconds + REQUEST_GRACE_SECONDS
         )
+        return self._delivered(report, f"a {freq_hz:g} Hz tone")
 
     async def play_wav(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Speak a 16-bit PCM WAV file (any rate, mono or stereo) on the microphone track at real-time pace."""
+        """Speak a 16-bit PCM WAV file (any rate, mono or stereo) on the microphone track at real-time pace.
+
+        Returns and raises as :meth:`play_tone` does.
+        """
         info = _audio.describe_wav(path)
-        return await self._request("play_wav", {"path": info.path}, timeout=info.seconds + REQUEST_GRACE_SECONDS)
+        report = await self._request("play_wav", {"path": info.path}, timeout=info.seconds + REQUEST_GRACE_SECONDS)
+        return self._delivered(report, repr(os.path.basename(info.path)))
+
+    def _delivered(self, report: dict[str, Any], what: str) -> dict[str, Any]:
+        if report.get("reached_server", True):
+            return report
+        raise AudioNotDelivered(
+            f"simulated participant {self.identity!r} played {what} ({report['frames']} frames of 10 ms on track "
+            f"{report['track_sid']}, {report['packets_sent']} RTP packets sent), but the server at {self.url} "
+            "acknowledged none of it: nothing reached room "
+            f"{self.room!r}. Is the server still running and answering, and can media (UDP) reach it?",
+            report,
+        )
 
     async def set_attributes(self, attributes: Mapping[str, str]) -> dict[str, str]:
         """Set (merge) this participant's attributes; returns all of them once the server has accepted."""
@@ -351,4 +394,4 @@ def join(
     )
 
 
-__all__ = ["ReceivedData", "SimError", "SimulatedParticipant", "join"]
+__all__ = ["AudioNotDelivered", "ReceivedData", "SimError", "SimulatedParticipant", "join"]

@@ -17,11 +17,13 @@ import traceback
 from typing import Any, BinaryIO, Callable
 
 from nbagents.sim import _audio
+from nbagents.sim._delivery import DeliveryTracker, packets_sent
 from nbagents.sim._protocol import MAX_LINE_BYTES, b64, decode, encode, unb64
 
 log = logging.getLogger("nbagents.sim.worker")
 
 LEAVE_GRACE_SECONDS = 5.0
+SENDING_TIMEOUT_SECONDS = 10.0
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -37,10 +39,13 @@ class _Participant:
         self._send = send
         self.room = rtc.Room()
         self._source: Any = None
+        self._track: Any = None
         self._track_sid: str | None = None
+        self._subscribed: set[str] = set()  # our track sids someone subscribed to (the server's TrackSubscribed)
         self._play_lock = asyncio.Lock()
         self.room.on("data_received", self._on_data)
         self.room.on("disconnected", self._on_disconnected)
+        self.room.on("local_track_subscribed", lambda track: self._subscribed.add(track.sid))
 
     def _token(self) -> str:
         from livekit import api
@@ -89,21 +94,54 @@ class _Participant:
             track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
             options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
             publication = await self.room.local_participant.publish_track(track, options)
-            self._track_sid = publication.sid
+            self._track, self._track_sid = track, publication.sid
+            await self._until_sending(track, self._source)
         return self._source
 
+    async def _until_sending(self, track: Any, source: Any) -> None:
+        """Feed silence until the new track's RTP stream has sent a packet (at most SENDING_TIMEOUT_SECONDS).
+
+        ``publish_track`` returns when the server has accepted the publication, before the renegotiated
+        sender runs; frames captured meanwhile are dropped, so a play started at once would lose its start
+        (measured: all of a 0.5 s tone on a loaded machine). If the stream never starts, the play goes
+        ahead and its report says nothing reached the server.
+        """
+        rtc = self._rtc
+        silence = rtc.AudioFrame(bytes(2 * _audio.SAMPLES_PER_FRAME), _audio.SAMPLE_RATE, 1, _audio.SAMPLES_PER_FRAME)
+        deadline = time.monotonic() + SENDING_TIMEOUT_SECONDS
+        frames = 0
+        while time.monotonic() < deadline:
+            await source.capture_frame(silence)
+            frames += 1
+            if frames % 5 == 0 and await packets_sent(track) > 0:
+                return
+
     async def _play(self, frames: Any) -> dict[str, Any]:
-        """Send frames at real-time pace (the source's queue paces ``capture_frame``), then wait for playout."""
+        """Send frames at real-time pace (the source's queue paces ``capture_frame``), wait for playout, then
+        for the server's acknowledgement of what it received (``nbagents.sim._delivery``)."""
         rtc = self._rtc
         async with self._play_lock:
             source = await self._microphone()
+            delivery = DeliveryTracker(self._track)
+            await delivery.start()
             started = time.monotonic()
             count = 0
             for pcm in frames:
                 await source.capture_frame(rtc.AudioFrame(pcm.tobytes(), _audio.SAMPLE_RATE, 1, len(pcm)))
                 count += 1
             await source.wait_for_playout()
-            return {"track_sid": self._track_sid, "frames": count, "seconds": round(time.monotonic() - started, 3)}
+            seconds = round(time.monotonic() - started, 3)
+            reached = await delivery.finish()
+            sent, acknowledged = reached["packets_sent"], reached["packets_acknowledged"]
+            return {
+                "track_sid": self._track_sid,
+                "frames": count,
+                "seconds": seconds,
+                **reached,
+                "frames_acknowledged": min(count, count * acknowledged // sent) if sent else 0,
+                "reached_server": acknowledged > 0,
+                "subscribed": self._track_sid in self._subscribed,
+            }
 
     async def play_tone(self, freq_hz: float, seconds: float) -> dict[str, Any]:
         return await self._play(_audio.tone_frames(freq_hz, seconds))
