@@ -39,7 +39,6 @@ def _check_counts(played: dict) -> None:
     assert played["packets_acknowledged"] == played["packets_sent"]  # a report covering the last packet came
     assert played["frames_acknowledged"] == played["frames"]
     assert played["reached_server"] is True
-    assert played["acknowledged_seconds"] >= played["seconds"]
 
 
 async def test_a_tone_reports_what_the_server_acknowledged_and_whether_anyone_subscribed(lk_server) -> None:

@@ -101,8 +101,7 @@ class DeliveryTracker:
     async def finish(self, wait: float = ACK_WAIT_SECONDS) -> dict[str, Any]:
         """After the play: wait for a receiver report covering its last packet, then count.
 
-        Returns ``packets_sent``, ``packets_acknowledged``, ``packets_lost`` (as the server reported them)
-        and ``acknowledged_seconds`` (how far into the play the server's reports reach).
+        Returns ``packets_sent``, ``packets_acknowledged`` and ``packets_lost`` (as the server reported them).
         """
         ended = await self._take()
         end_time, end_sent = ended if ended is not None else (self._times[-1], self._sent[-1])
@@ -115,13 +114,7 @@ class DeliveryTracker:
         sent = end_sent - self._sent[0]
         report = self._report
         if report is None:
-            return {"packets_sent": sent, "packets_acknowledged": 0, "packets_lost": 0, "acknowledged_seconds": 0.0}
-        until = min(report.covers_until, end_time)
-        covered = min(self._sent_by(until), end_sent) - self._sent[0]
+            return {"packets_sent": sent, "packets_acknowledged": 0, "packets_lost": 0}
+        covered = min(self._sent_by(min(report.covers_until, end_time)), end_sent) - self._sent[0]
         lost = max(0, report.packets_lost - self._lost_before)
-        return {
-            "packets_sent": sent,
-            "packets_acknowledged": max(0, covered - lost),
-            "packets_lost": min(lost, covered),
-            "acknowledged_seconds": round(max(0.0, until - self._started_at), 3) if covered > 0 else 0.0,
-        }
+        return {"packets_sent": sent, "packets_acknowledged": max(0, covered - lost), "packets_lost": min(lost, covered)}

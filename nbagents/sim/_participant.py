@@ -164,11 +164,11 @@ class SimulatedParticipant:
         Returns once the tone has been sent and the server has acknowledged it (its next RTCP receiver
         report, usually within a second), with what was generated and what reached the room:
 
-        - ``track_sid``; ``frames`` (10 ms frames generated) and ``seconds`` (how long sending took);
+        - ``track_sid``; ``frames`` (10 ms frames generated), ``seconds`` (how long sending took) and
+          ``ended_at`` (epoch seconds when the last frame was played out);
         - ``packets_sent`` (RTP packets, 20 ms of Opus each), ``packets_acknowledged`` (received by the
-          server, by its receiver reports), ``packets_lost`` (as the server reported them),
-          ``frames_acknowledged`` (``frames`` in the proportion acknowledged) and ``acknowledged_seconds``
-          (how far into the play the reports reach);
+          server, by its receiver reports), ``packets_lost`` (as the server reported them) and
+          ``frames_acknowledged`` (``frames`` in the proportion of packets acknowledged);
         - ``reached_server`` (any packet acknowledged) and ``subscribed`` (someone in the room subscribed
           to the track, as the server told the participant).
 

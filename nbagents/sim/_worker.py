@@ -130,13 +130,14 @@ class _Participant:
                 await source.capture_frame(rtc.AudioFrame(pcm.tobytes(), _audio.SAMPLE_RATE, 1, len(pcm)))
                 count += 1
             await source.wait_for_playout()
-            seconds = round(time.monotonic() - started, 3)
+            seconds, ended_at = round(time.monotonic() - started, 3), time.time()
             reached = await delivery.finish()
             sent, acknowledged = reached["packets_sent"], reached["packets_acknowledged"]
             return {
                 "track_sid": self._track_sid,
                 "frames": count,
                 "seconds": seconds,
+                "ended_at": ended_at,  # when the last frame was played out (before the acknowledgement came)
                 **reached,
                 "frames_acknowledged": min(count, count * acknowledged // sent) if sent else 0,
                 "reached_server": acknowledged > 0,
