@@ -167,6 +167,8 @@ async def test_kernel_sigkill_leaves_no_process_behind(lk_server, tmp_path: Path
             await asyncio.sleep(0.1)
             left = [p for p in _marked_processes(token) if p.pid != kernel.pid]
         assert not left, f"left {GONE_WITHIN:g} s after the kernel's SIGKILL:\n{_describe(left)}"
+        print(f"\n{lk_server.engine}: all {len(before)} processes gone {time.monotonic() - killed_at:.2f} s "
+              "after the kernel's SIGKILL")
 
         result = json.loads((Path(report["log_dir"]) / "result.json").read_text())
         assert result["state"] == "succeeded", result  # its shutdown callback ran
