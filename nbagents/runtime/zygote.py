@@ -80,6 +80,9 @@ def main(control_fd: int, kernel_pid: int) -> int:
             kernel_gone_at = now
             for pid, timeout in children.items():
                 kill_at[pid] = now + (IDLE_GRACE_SECONDS if timeout is None else timeout + KILL_GRACE_SECONDS)
+            if control is not None:  # a process the kernel forked may still hold the other end open
+                channel.close()
+                control = None
         for pid, when in list(kill_at.items()):
             if now >= when:
                 _kill(pid)
