@@ -86,8 +86,16 @@ async def test_a_restarted_engine_takes_another_port_when_its_own_is_taken(sessi
         squatter.stop()
 
 
-async def test_an_unreachable_remote_engine_fails_the_next_launch_saying_what_to_do(session, room_name) -> None:
-    server = DevServer()
+def _server_at(name: str, port: int | None = None, key: str | None = None, secret: str | None = None):
+    """A server of engine ``name`` that the kernel's session did not start (the test's "remote" one)."""
+    if name == "livekit-server":
+        return make_engine(name, config_file=str(TEST_CONFIG), port=port, api_key=key, api_secret=secret)
+    return make_engine(name, port=port or 0, api_key=key, api_secret=secret)
+
+
+async def test_an_unreachable_remote_engine_fails_the_next_launch_saying_what_to_do(lk_server, session,
+                                                                                   room_name) -> None:
+    server = _server_at(lk_server.engine)
     url, key, secret = server.start()
     try:
         session.use_engine(RemoteEngine(url, key, secret))
@@ -104,7 +112,7 @@ async def test_an_unreachable_remote_engine_fails_the_next_launch_saying_what_to
     with pytest.raises(sim.SimError, match="is unreachable"):
         await sim.join(room_name + "-sim", "alice")
 
-    again = DevServer(port=int(url.rsplit(":", 1)[1]), api_key=key, api_secret=secret)  # the user restarts it
+    again = _server_at(lk_server.engine, int(url.rsplit(":", 1)[1]), key, secret)  # the user starts it again
     again.start()
     try:
         result = await asyncio.wait_for(launch(connect_and_leave, room=room_name + "-3").wait(), WAIT)
