@@ -107,11 +107,28 @@ async def test_mute_published_track_is_seen_and_heard(participants, lk_api):
         await heard.hears_silence()
 
 
+async def data_flows(sender, receiver, attempts: int = 20) -> None:
+    """Resend a probe until ``receiver`` gets one (each attempt waits a second for the previous one)."""
+    for attempt in range(attempts):
+        probe = f"probe {attempt}".encode()
+        await sender.send_data(probe, destination_identities=[receiver.identity])
+        try:
+            await receiver.events.wait("data_received", lambda p: p.data == probe, timeout=1.0)
+            return
+        except AssertionError:  # not within the second: the path is not up yet
+            continue
+    raise AssertionError(f"no data reached {receiver.identity} from {sender.identity} in {attempts} attempts")
+
+
 async def test_send_data_from_the_backend(participants, lk_api):
     room = unique_room()
     alice = await participants(room, "alice")
     bob = await participants(room, "bob")
     await bob.wait_for_participant("alice")
+    # data reaches a participant on the connection the server opens towards it, which may still be connecting
+    # when join returns (livekit-server drops what it cannot deliver yet): wait until both receive data
+    for sender, receiver in ((alice, bob), (bob, alice)):
+        await data_flows(sender, receiver)
     await lk_api.room.send_data(api.SendDataRequest(room=room, data=b"to alice", kind=api.DataPacket.Kind.RELIABLE,
                                                     topic="backend", destination_identities=["alice"]))
     await lk_api.room.send_data(api.SendDataRequest(room=room, data=b"to all", kind=api.DataPacket.Kind.RELIABLE,
