@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from live_server import LiveServer
@@ -25,6 +26,28 @@ def pytest_configure(config: pytest.Config) -> None:
             "the tests open WebRTC connections and must run in the project's private network namespace: "
             "use scripts/test (or scripts/netns .venv/bin/python -m pytest ...)"
         )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without finalizing the interpreter once the results are reported.
+
+    The livekit SDK's native threads can still call into Python while the interpreter finalizes, which
+    aborts the process ("non-unwinding panic") after every test has passed. The servers and processes
+    the tests started have been stopped by their fixtures, and nbagents' own processes watch this one.
+    """
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
 
 
 def selected_engines(config: pytest.Config) -> list[str]:
