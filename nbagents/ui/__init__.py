@@ -4,7 +4,8 @@
 - ``overview()``: every job of the kernel with its state
 - ``show_final(job)``: the finished job's persisted state and last audio plot as cell output (``%agent wait``
   calls it; headless runs keep only foreground output)
-- ``join(job)``: a page in the cell's output with which a person joins the job's room with their microphone
+- ``join(job)``: a widget in the cell's output with which a person talks to the job's agent (microphone on);
+  ``join_page(job)`` the standalone page it runs (for a browser tab)
 
 The runtime never imports this package; it is loaded when a job is first displayed.
 """
@@ -14,14 +15,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nbagents.ui._final import STATE_MIME, show_final, shown_in_this_cell
-from nbagents.ui._join import join, join_token
+from nbagents.ui._join import join, join_page, join_token
 
 if TYPE_CHECKING:
     from nbagents.runtime.job import Job, JobResult
     from nbagents.ui._inspector import Inspector
     from nbagents.ui._overview import JobsOverview
 
-__all__ = ["STATE_MIME", "Inspector", "JobsOverview", "display_job", "display_result", "inspect", "join", "join_token", "overview", "show_final"]
+__all__ = ["STATE_MIME", "Inspector", "JobsOverview", "display_job", "display_result", "inspect", "join", "join_page", "join_token", "overview", "show_final"]
 
 
 def inspect(job: Job, **options: Any) -> Inspector:

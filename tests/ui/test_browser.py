@@ -8,126 +8,28 @@ Screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from ui._lab import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, WAIT_MS, jupyter_lab, run_cell, screenshot_all
+from ui._lab import wait_for_idle_kernel as _wait_for_idle_kernel
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "inspector.ipynb"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-dev-shm-usage",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-WAIT_MS = 90_000  # generous: a loaded 2-core machine
-LAB_OVERRIDES = {  # no news popup; start the notebook's kernel without asking
-    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
-    "@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": True},
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def jupyter_server(tmp_path_factory):
-    """JupyterLab (with Notebook 7 beside it) in a fresh root dir, config and settings dirs, on 127.0.0.1."""
+    """JupyterLab (with Notebook 7 beside it) on 127.0.0.1, its kernels on the embedded engine."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    base = tmp_path_factory.mktemp("jupyter")
-    root, settings = base / "root", base / "app-settings"
-    root.mkdir()
-    settings.mkdir()
-    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
-    (settings / "overrides.json").write_text(json.dumps(LAB_OVERRIDES))
-    port, token = _free_port(), "nbagents-ui-test"
-    env = {k: v for k, v in os.environ.items() if k not in ("LIVEKIT_URL", "NBAGENTS_ENGINE")}
-    env.update(
-        NBAGENTS_ENGINE="embedded",
-        JUPYTER_CONFIG_DIR=str(base / "config"),
-        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
-    )
-    log = open(base / "jupyter.log", "wb")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-            f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
-            f"--LabApp.app_settings_dir={settings}", f"--LabApp.user_settings_dir={base / 'user-settings'}",
-            f"--JupyterNotebookApp.app_settings_dir={settings}",
-            f"--JupyterNotebookApp.user_settings_dir={base / 'user-settings'}",
-        ],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(f"JupyterLab did not start: {(base / 'jupyter.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-    try:
-        yield url, token, root
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with jupyter_lab(tmp_path_factory.mktemp("jupyter"), [NOTEBOOK], {"NBAGENTS_ENGINE": "embedded"}) as server:
+        yield server
 
 
-async def _wait_for_idle_kernel(page) -> None:
-    await page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=WAIT_MS)
-
-
-async def _run_cell(page, index: int) -> None:
-    """Select code cell ``index`` (0-based over all cells) in command mode and run it with Shift+Enter."""
-    from playwright.async_api import expect
-
-    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
-    prompt = cell.locator(".jp-InputPrompt").first
-    for _ in range(3):  # a click that lands while the notebook is still settling selects nothing: retry
-        await _accept_kernel_dialog(page)
-        await prompt.click()
-        await page.keyboard.press("Shift+Enter")
-        try:
-            await expect(prompt).not_to_have_text(re.compile(r"^\s*\[ \]"), timeout=5_000)
-            break
-        except AssertionError:
-            continue
-    await expect(prompt).to_have_text(re.compile(r"\[\d+\]"))  # executed (not queued, not running)
-
-
-async def _accept_kernel_dialog(page) -> None:
-    """Lab may still ask which kernel to start while it settles a fresh session: take the preferred one."""
-    dialog = page.locator(".jp-Dialog")
-    if await dialog.count() and await dialog.filter(has_text="Select Kernel").count():
-        await dialog.locator(".jp-mod-accept").click()
-        await dialog.wait_for(state="detached")
+_run_cell = run_cell
 
 
 async def test_inspector_live_in_jupyterlab_then_notebook7(jupyter_server) -> None:
@@ -216,8 +118,7 @@ async def test_inspector_live_in_jupyterlab_then_notebook7(jupyter_server) -> No
             await expect(overview).to_contain_text("ui-browser")
             await page.screenshot(path=str(ARTIFACTS / "ui-notebook7.png"), full_page=True)
         except BaseException:
-            for i, context_page in enumerate(p for c in browser.contexts for p in c.pages):
-                await context_page.screenshot(path=str(ARTIFACTS / f"ui-failure-{i}.png"), full_page=True)
+            await screenshot_all(browser, "ui-failure")
             raise
         finally:
             await browser.close()
