@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from nbagents import JobContext, launch, sim
-from nbagents.ui import STATE_MIME, Inspector, join, join_token, overview
+from nbagents.ui import STATE_MIME, Inspector, join, join_page, join_token, overview
 from nbagents.ui._final import final_plot_png, plot_bundle, state_bundle
 
 from waiting import wait_until
@@ -159,12 +159,20 @@ async def test_overview_and_join_page(server, room_name, tmp_path) -> None:
     url, token = join_token(job, "dana")
     claims = jwt.decode(token, server.api_secret, algorithms=["HS256"])
     assert claims["sub"] == "dana" and claims["video"]["room"] == room_name and claims["video"]["roomJoin"]
-    page = join(job, "dana").data
-    assert "<iframe" in page and url in page  # livekit's own join page with the job's server filled in
+    page = join_page(job, "dana")
+    config = json.loads(page.split('<script id="nbj-config" type="application/json">', 1)[1].split("</script>", 1)[0])
+    assert config["url"] == url and config["room"] == room_name and config["identity"] == "dana"
+    assert jwt.decode(config["token"], server.api_secret, algorithms=["HS256"])["sub"] == "dana"
+    assert "LivekitClient" in page and "<script src=" not in page  # livekit-client inlined: nothing to fetch
+    widget = join(job, "dana")
+    assert (widget.room, widget.identity, widget.job_id) == (room_name, "dana", job.id)
+    assert config["token"] not in json.dumps(widget.get_state(), default=str)  # the token is never widget state
     await job.stop()
     await wait_until(lambda: "succeeded" in table.widget.value, what="the overview to show the end")
     with pytest.raises(ValueError, match="already ended"):
         join_token(job)
+    with pytest.raises(ValueError, match="already ended"):
+        join(job)
 
 
 def test_the_runtime_never_imports_widgets_or_plotting() -> None:
