@@ -27,6 +27,8 @@ __all__ = [
     "LoopHealth",
     "ParticipantInfo",
     "ParticipantChanged",
+    "RecordingChanged",
+    "RecordingInfo",
     "RoomConnected",
     "ShutdownStarted",
     "StateChanged",
@@ -145,7 +147,10 @@ class TrackChanged(Event):
 
 @dataclasses.dataclass(frozen=True)
 class DataReceived(Event):
-    """A data packet arrived in the room (payload as text when it is UTF-8, else ``payload_hex``)."""
+    """A data packet in the room (payload as text when it is UTF-8, else ``payload_hex``).
+
+    ``local=True``: the agent itself published it (``ctx.room.local_participant.publish_data``).
+    """
 
     kind: ClassVar[str] = "data"
     sender: str
@@ -153,6 +158,7 @@ class DataReceived(Event):
     size: int
     text: str | None
     payload_hex: str | None = None
+    local: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +179,37 @@ class AudioStats(Event):
     rms: float  # over the window, full scale = 1.0
     peak: float
     waveform: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingInfo:
+    """One audio recording of the job (see :mod:`nbagents.runtime.recorder`).
+
+    ``file`` is relative to the job's directory (``audio/<direction>-<identity>-<track sid>.ogg``, Ogg/Opus);
+    ``direction`` is ``received`` (a remote participant's track) or ``published`` (the agent's own);
+    ``status`` is ``recording``, ``finished``, ``truncated`` (a bound was reached: ``note`` says which) or
+    ``failed``; ``seconds`` of audio and ``bytes`` of file so far.
+    """
+
+    file: str
+    track_sid: str
+    participant_identity: str
+    direction: str
+    status: str
+    seconds: float
+    bytes: int
+    sample_rate: int
+    started: float
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingChanged(Event):
+    """A recording ``started`` or ``finished`` (finished also when it was truncated or failed)."""
+
+    kind: ClassVar[str] = "recording"
+    change: str  # "started" | "finished"
+    recording: RecordingInfo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +439,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TurnMetrics,
         FunctionToolsExecuted,
         SessionClosed,
+        RecordingChanged,
     )
 }
 
@@ -432,6 +470,8 @@ def from_json(data: dict[str, Any]) -> Event:
         data["track"] = TrackInfo(**data["track"])
     elif cls is AudioStats:
         data["waveform"] = tuple(data.get("waveform", ()))
+    elif cls is RecordingChanged:
+        data["recording"] = RecordingInfo(**data["recording"])
     elif cls is ShutdownStarted:
         data["callbacks"] = tuple(data.get("callbacks", ()))
     elif cls is FunctionToolsExecuted:

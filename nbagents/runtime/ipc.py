@@ -72,6 +72,7 @@ class StartJob:
     credentials: EngineCredentials | None
     launched_at: float  # time.perf_counter() in the kernel (CLOCK_MONOTONIC: comparable across processes)
     assignment: Assignment | None = None  # a dispatched job: join with the server's token, create no room
+    recording: Any = None  # recorder.RecordingOptions; None: the defaults (recording on)
 
 
 @dataclasses.dataclass(frozen=True)

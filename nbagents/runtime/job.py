@@ -23,7 +23,7 @@ from nbagents.runtime import events as ev
 from nbagents.runtime import watchdog
 from nbagents.runtime.ipc import JobFinished
 
-__all__ = ["Job", "JobResult", "AudioTrackState", "DataMessage", "VoiceSession", "jobs"]
+__all__ = ["Job", "JobResult", "AudioTrackState", "DataMessage", "Recording", "VoiceSession", "jobs"]
 
 HISTORY_LIMIT = 5000  # events other than audio statistics
 AUDIO_HISTORY_LIMIT = 3000  # audio statistics (20 a second per track), kept apart so they never push others out
@@ -41,7 +41,8 @@ class JobResult:
     that finished); ``callbacks`` holds every callback's outcome (finished / failed / cut_off, with
     tracebacks); ``transcript`` is the conversation of the job's ``AgentSession`` s, in order: one
     ``{"role": "user" | "assistant", "text": str, "time": float}`` per turn (``time`` in epoch seconds;
-    empty when the job ran no session). It is also in the job's ``result.json``.
+    empty when the job ran no session). It is also in the job's ``result.json``. ``recordings`` are the
+    audio files the job recorded (:class:`Recording`, one per track; Ogg/Opus under ``<log_dir>/audio/``).
     """
 
     state: str
@@ -52,6 +53,7 @@ class JobResult:
     exit_code: int | None = None
     log_dir: str | None = None
     transcript: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    recordings: tuple[Recording, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -86,7 +88,7 @@ class AudioTrackState:
 
 @dataclasses.dataclass(frozen=True)
 class DataMessage:
-    """A data packet the job's room received."""
+    """A data packet in the job's room; ``local``: the agent itself sent it."""
 
     sender: str
     topic: str
@@ -94,6 +96,31 @@ class DataMessage:
     text: str | None
     payload_hex: str | None
     time: float
+    local: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """An audio file the job recorded (Ogg/Opus; see :mod:`nbagents.runtime.recorder`).
+
+    ``path`` is the file (inside the job's directory); ``direction`` is ``received`` (a remote
+    participant's track) or ``published`` (the agent's own); ``status`` ``recording``, ``finished``,
+    ``truncated`` (a size or length bound was reached: ``note`` says which) or ``failed``.
+    """
+
+    path: Path
+    track_sid: str
+    participant_identity: str
+    direction: str
+    status: str
+    seconds: float
+    bytes: int
+    note: str = ""
+
+    @classmethod
+    def from_info(cls, job_dir: Path, info: ev.RecordingInfo) -> Recording:
+        return cls(job_dir / info.file, info.track_sid, info.participant_identity, info.direction, info.status,
+                   info.seconds, info.bytes, info.note)
 
 
 @dataclasses.dataclass
@@ -138,7 +165,8 @@ class Job:
       metadata, tracks) of everyone currently in the room, the agent included (``local=True``)
     - ``audio_tracks``: track sid -> :class:`AudioTrackState`, latest stats, decimated waveform and
       a short level history
-    - ``data_messages``: bounded deque of :class:`DataMessage`
+    - ``data_messages``: bounded deque of :class:`DataMessage` (the agent's own included, ``local=True``)
+    - ``recordings``: file name -> :class:`Recording` of each audio track the job records
     - ``logs``: bounded deque of :class:`~nbagents.runtime.events.LogRecord`
     - ``errors``: every :class:`~nbagents.runtime.events.ErrorRaised`
     - ``unresponsive``: True while the job process sends no heartbeat (for
@@ -179,6 +207,7 @@ class Job:
         self.data_messages: collections.deque[DataMessage] = collections.deque(maxlen=DATA_LIMIT)
         self.logs: collections.deque[ev.LogRecord] = collections.deque(maxlen=LOG_LIMIT)
         self.errors: list[ev.ErrorRaised] = []
+        self.recordings: dict[str, Recording] = {}
         self.callbacks: dict[str, ev.CallbackOutcome] = {}
         self.unresponsive = False
         self.sessions: dict[int, VoiceSession] = {}
@@ -432,8 +461,10 @@ class Job:
             state.levels.append((event.time, event.rms, event.peak))
         elif isinstance(event, ev.DataReceived):
             self.data_messages.append(
-                DataMessage(event.sender, event.topic, event.size, event.text, event.payload_hex, event.time)
+                DataMessage(event.sender, event.topic, event.size, event.text, event.payload_hex, event.time, event.local)
             )
+        elif isinstance(event, ev.RecordingChanged):
+            self.recordings[event.recording.file] = Recording.from_info(self.log_dir, event.recording)
         elif isinstance(event, ev.LogRecord):
             self.logs.append(event)
         elif isinstance(event, ev.ErrorRaised):
@@ -513,6 +544,7 @@ class Job:
                 exit_code=exit_code,
                 log_dir=str(self.log_dir),
                 transcript=list(self.transcript),
+                recordings=self._final_recordings(),
             )
             self._ended_at = time.time()
             changed = self.state != state
@@ -529,6 +561,18 @@ class Job:
                 loop.call_soon_threadsafe(_resolve, fut, self._result)
             except RuntimeError:  # that loop has closed: nobody is waiting there any more
                 pass
+
+    def _final_recordings(self) -> tuple[Recording, ...]:
+        """What the process reported, completed from the directory's index (a killed process reports nothing more)."""
+        from nbagents.runtime.recorder import load_index
+
+        found = dict(self.recordings)
+        for entry in load_index(self.log_dir):
+            info = ev.RecordingInfo(**{k: v for k, v in entry.items() if k in _RECORDING_FIELDS})
+            if info.file not in found or found[info.file].status == "recording":
+                found[info.file] = Recording.from_info(self.log_dir, info)
+        self.recordings = found
+        return tuple(found.values())
 
     def _notify(self, event: ev.Event) -> None:
         with self._lock:
@@ -561,6 +605,9 @@ class Job:
         from nbagents.ui import display_job
 
         display_job(self)
+
+
+_RECORDING_FIELDS = frozenset(f.name for f in dataclasses.fields(ev.RecordingInfo))
 
 
 def _resolve(fut: asyncio.Future[JobResult], result: JobResult) -> None:

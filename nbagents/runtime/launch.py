@@ -28,6 +28,7 @@ from nbagents.runtime import ipc
 from nbagents.runtime.engine_session import EngineSession, shared_engine
 from nbagents.runtime.job import Job
 from nbagents.runtime.pool import ProcessHandle, ProcessPool, shared_pool
+from nbagents.runtime.recorder import RecordingOptions
 from nbagents.runtime.shipping import digest, ship
 
 __all__ = ["DEFAULT_DEPARTURE_TIMEOUT", "JOBS_DIR", "launch", "prepare"]
@@ -49,6 +50,7 @@ def launch(
     departure_timeout: int = DEFAULT_DEPARTURE_TIMEOUT,
     jobs_dir: str | Path | None = None,
     assignment: ipc.Assignment | None = None,
+    recording: RecordingOptions | bool = True,
 ) -> Job:
     """Run ``entrypoint(ctx)`` as a job in its own process, in ``room``; returns the :class:`Job` at once.
 
@@ -61,8 +63,11 @@ def launch(
     when the job creates it; ``jobs_dir`` (default ``.nbagents/jobs``) holds each job's directory.
     ``assignment``: a job a server dispatched (see :mod:`nbagents.runtime.serve`); the job keeps the
     server's job id and joins with its token instead of creating the room.
+    ``recording``: the job records the audio it receives and publishes into ``<job dir>/audio/``
+    (Ogg/Opus, bounded; see :class:`~nbagents.runtime.recorder.RecordingOptions`); ``False`` turns it off.
     """
     _check_entrypoint(entrypoint)
+    recording_options = RecordingOptions.coerce(recording)
     if prewarm is not None and not callable(prewarm):
         raise TypeError(f"prewarm must be a function taking the JobProcess, got {type(prewarm).__name__}")
     if not isinstance(room, str) or not room.strip():
@@ -111,6 +116,7 @@ def launch(
         credentials=_to_message(credentials) if credentials else None,
         launched_at=job.launched_perf,
         assignment=assignment,
+        recording=recording_options,
     )
     handle = pool.acquire(start.prewarm_digest)
     if handle is not None:

@@ -2,8 +2,11 @@
 
 :class:`RoomMonitor` follows the room: participants, tracks, data, and audio statistics from the
 monitor's own ``rtc.AudioStream`` per subscribed audio track, so they do not depend on (or disturb) the
-streams the user's entrypoint reads. :class:`SessionMonitor` follows the job's livekit-agents
-``AgentSession`` s: agent and user states, transcripts, conversation items, tool calls, turn metrics.
+streams the user's entrypoint reads. The same frames feed the job's
+:class:`~nbagents.runtime.recorder.AudioRecorder` when there is one, which also records the agent's own
+published audio tracks. Data the agent publishes is reported too (``DataReceived`` with ``local=True``).
+:class:`SessionMonitor` follows the job's livekit-agents ``AgentSession`` s: agent and user states,
+transcripts, conversation items, tool calls, turn metrics.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from livekit import rtc
 
 from nbagents.runtime import events as ev
+
+if TYPE_CHECKING:
+    from nbagents.runtime.recorder import AudioRecorder
 
 __all__ = ["RoomMonitor", "SessionMonitor", "participant_info", "track_info"]
 
@@ -59,11 +65,14 @@ def participant_info(participant: rtc.Participant, *, local: bool = False) -> ev
 class RoomMonitor:
     """Registers on ``room`` and emits participant, track, data and audio events."""
 
-    def __init__(self, room: rtc.Room, emit: Emit, report_exception: Callable[[str, BaseException], None]) -> None:
+    def __init__(self, room: rtc.Room, emit: Emit, report_exception: Callable[[str, BaseException], None],
+                 *, recorder: AudioRecorder | None = None) -> None:
         self._room = room
         self._emit = emit
         self._report = report_exception
+        self._recorder = recorder
         self._audio_tasks: dict[str, asyncio.Task[None]] = {}
+        self._local_audio_tasks: dict[str, asyncio.Task[None]] = {}
         handlers: dict[str, Callable[..., None]] = {
             "participant_connected": self._on_participant_connected,
             "participant_disconnected": self._on_participant_disconnected,
@@ -76,7 +85,8 @@ class RoomMonitor:
             "track_unsubscribed": self._on_track_unsubscribed,
             "track_muted": lambda p, pub: self._track("muted", p, pub),
             "track_unmuted": lambda p, pub: self._track("unmuted", p, pub),
-            "local_track_published": lambda pub, track: self._track("local_published", room.local_participant, pub),
+            "local_track_published": self._on_local_track_published,
+            "local_track_unpublished": self._on_local_track_unpublished,
             "data_received": self._on_data,
         }
         for name, handler in handlers.items():
@@ -94,6 +104,7 @@ class RoomMonitor:
     def snapshot(self) -> None:
         """Emit the current room (after connect): the agent itself and everyone already there."""
         self._emit(ev.ParticipantChanged(change="local", participant=participant_info(self._room.local_participant, local=True)))
+        self._report_published_data(self._room.local_participant)
         for participant in self._room.remote_participants.values():
             self._emit(ev.ParticipantChanged(change="joined", participant=participant_info(participant)))
             for publication in participant.track_publications.values():
@@ -101,13 +112,19 @@ class RoomMonitor:
                     self._start_audio(publication.track, publication, participant)
 
     async def aclose(self) -> None:
-        tasks = list(self._audio_tasks.values())
+        tasks = [*self._audio_tasks.values(), *self._local_audio_tasks.values()]
         self._audio_tasks.clear()
+        self._local_audio_tasks.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        if self._recorder is not None:
+            try:
+                self._recorder.close()
+            except Exception as exc:
+                self._report("closing the recordings", exc)
 
     # ---- handlers ---------------------------------------------------------------------------------
 
@@ -145,6 +162,53 @@ class RoomMonitor:
         if task is not None:
             task.cancel()
 
+    def _on_local_track_published(self, publication: rtc.LocalTrackPublication, track: rtc.Track) -> None:
+        self._track("local_published", self._room.local_participant, publication)
+        recorder = self._recorder
+        if track.kind == rtc.TrackKind.KIND_AUDIO and recorder is not None and recorder.wants("published"):
+            sid = publication.sid
+            if sid not in self._local_audio_tasks:
+                identity = self._room.local_participant.identity
+                self._local_audio_tasks[sid] = asyncio.get_event_loop().create_task(self._record_published(track, sid, identity))
+
+    def _on_local_track_unpublished(self, publication: rtc.LocalTrackPublication) -> None:
+        task = self._local_audio_tasks.pop(publication.sid, None)
+        if task is not None:
+            task.cancel()
+
+    async def _record_published(self, track: rtc.Track, track_sid: str, identity: str) -> None:
+        """The agent's own published audio, read back from its local track, into the recorder."""
+        assert self._recorder is not None
+        stream = rtc.AudioStream(track)
+        try:
+            async for event in stream:
+                frame = event.frame
+                self._recorder.write(track_sid, identity, "published", frame.data, frame.sample_rate, frame.num_channels)
+        finally:
+            self._recorder.finish(track_sid)
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+
+    def _report_published_data(self, local: rtc.LocalParticipant) -> None:
+        """Data the agent itself publishes never comes back as ``data_received``: report it as it is sent."""
+        if getattr(local, "_nbagents_data_reported", False):
+            return
+        publish_data = local.publish_data
+
+        async def reported_publish_data(payload: bytes | str, **kwargs: Any) -> None:
+            await publish_data(payload, **kwargs)
+            data = payload.encode() if isinstance(payload, str) else bytes(payload)
+            try:
+                text, payload_hex = data.decode("utf-8"), None
+            except UnicodeDecodeError:
+                text, payload_hex = None, data[:256].hex()
+            self._emit(ev.DataReceived(sender=local.identity, topic=kwargs.get("topic") or "", size=len(data), text=text,
+                                       payload_hex=payload_hex, local=True))
+
+        reported_publish_data.__doc__ = publish_data.__doc__
+        local.publish_data = reported_publish_data  # type: ignore[method-assign]
+        local._nbagents_data_reported = True  # type: ignore[attr-defined]
+
     def _on_data(self, packet: rtc.DataPacket) -> None:
         data = bytes(packet.data)
         try:
@@ -172,6 +236,8 @@ class RoomMonitor:
                 frame = event.frame
                 frames += 1
                 window.append(np.frombuffer(frame.data, dtype=np.int16))
+                if self._recorder is not None:
+                    self._recorder.write(track_sid, identity, "received", frame.data, frame.sample_rate, frame.num_channels)
                 now = time.monotonic()
                 if now - window_start < AUDIO_WINDOW_SECONDS:
                     continue
@@ -192,6 +258,8 @@ class RoomMonitor:
                     )
                 )
         finally:
+            if self._recorder is not None:
+                self._recorder.finish(track_sid)
             with contextlib.suppress(Exception):
                 await stream.aclose()
 

@@ -28,6 +28,7 @@ from nbagents.runtime import ipc
 from nbagents.runtime.context import JobContext, JobProcess, _ShutdownCallback, current_process
 from nbagents.runtime.monitor import RoomMonitor, SessionMonitor
 from nbagents.runtime.persist import EventLog, jsonable, write_json_atomic
+from nbagents.runtime.recorder import AudioRecorder, RecordingOptions
 from nbagents.runtime.shipping import unship
 from nbagents.runtime.tracebacks import format_current_exception, format_exception, format_frames
 
@@ -351,7 +352,7 @@ class JobRuntime:
             ctx._job = agent_pb.Job.FromString(start.assignment.job)
             ctx._identity = start.assignment.identity
         self.ctx = ctx
-        self.monitor = RoomMonitor(ctx.room, self.emit, self.report_exception)
+        self.monitor = RoomMonitor(ctx.room, self.emit, self.report_exception, recorder=_recorder(start, self))
         ctx.room.on("disconnected", self._on_disconnected)
         self.loop.set_exception_handler(self._loop_exception)  # type: ignore[union-attr]
         if start.prewarm_blob is not None and getattr(self.proc, "_prewarm_digest", None) != start.prewarm_digest:
@@ -569,6 +570,13 @@ class JobRuntime:
         self.emit(ev.LogRecord(level="ERROR", logger="nbagents", message=f"killing the job process: {why}"))
         self._finish("killed", extra_error=f"killed: {why}")
         os._exit(1)
+
+
+def _recorder(start: ipc.StartJob, runtime: JobRuntime) -> AudioRecorder | None:
+    options = getattr(start, "recording", None) or RecordingOptions()
+    if not options.enabled:
+        return None
+    return AudioRecorder(Path(start.log_dir) / "audio", options, runtime.emit, runtime.report_exception)
 
 
 def _export_credentials(credentials: ipc.EngineCredentials) -> None:

@@ -44,6 +44,7 @@ def main(control_fd: int, kernel_pid: int) -> int:
     import asyncio  # noqa: F401
 
     import aiohttp  # noqa: F401
+    import av  # noqa: F401  (the audio recorder's encoder; ~0.5 s to import, paid here once)
     import cloudpickle  # noqa: F401
     import numpy  # noqa: F401
     from livekit import api, rtc  # noqa: F401

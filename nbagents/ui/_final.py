@@ -1,9 +1,10 @@
 """A finished job's state as cell output: a JSON MIME type for tools, markdown/text for people, PNG for viewers.
 
-Outputs carry display ids (``nbagents-state-<job id>``, ``nbagents-plot-<job id>``), so the
-placeholders a ``%%agent`` cell shows are updated in place when the job ends. Headless runs keep only
-what a cell produces while it runs, so :func:`show_final` also writes both outputs in the foreground
-(``%agent wait`` and a displayed ``await job`` call it).
+Outputs carry display ids (``nbagents-state-<job id>``, ``nbagents-plot-<job id>``,
+``nbagents-audio-<job id>``), so the placeholders a ``%%agent`` cell shows are updated in place when
+the job ends. Headless runs keep only what a cell produces while it runs, so :func:`show_final` also
+writes the outputs in the foreground (``%agent wait`` and a displayed ``await job`` call it). Paths in
+outputs are relative to the working directory (``.nbagents/jobs/<id>/...``), never absolute.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from nbagents.runtime import events as ev
-from nbagents.ui._plot import TrackPlot, stack_pngs
+from nbagents.ui._plot import final_track_png, stack_pngs
+from nbagents.ui._recordings import display_path, recordings_bundle, recordings_json
 
 if TYPE_CHECKING:
     from nbagents.runtime.job import Job, JobResult
 
-__all__ = ["STATE_MIME", "plot_bundle", "show_final", "state_bundle", "state_json", "final_plot_png"]
+__all__ = ["STATE_MIME", "audio_bundle", "plot_bundle", "show_final", "state_bundle", "state_json", "final_plot_png"]
 
 STATE_MIME = "application/vnd.nbagents.state+json"
 MAX_PLOTTED_TRACKS = 4
@@ -32,6 +34,10 @@ def state_display_id(job: Job) -> str:
 
 def plot_display_id(job: Job) -> str:
     return f"nbagents-plot-{job.id}"
+
+
+def audio_display_id(job: Job) -> str:
+    return f"nbagents-audio-{job.id}"
 
 
 def state_json(job: Job, result: JobResult) -> dict[str, Any]:
@@ -59,7 +65,8 @@ def state_json(job: Job, result: JobResult) -> dict[str, Any]:
             for sid, t in list(job.audio_tracks.items())
         },
         "data_messages": len(job.data_messages),
-        "log_dir": result.log_dir,
+        "recordings": recordings_json(job, result.recordings),
+        "log_dir": display_path(result.log_dir, result.log_dir) if result.log_dir else None,
     }
 
 
@@ -86,6 +93,11 @@ def state_markdown(state: dict[str, Any]) -> str:
             lines.append(
                 f"| `{sid}` | {_md(t['participant'])} | {t['frames']} | {t['sample_rate']} Hz | {t['channels']} | {t['samples_per_frame']} |"
             )
+    if state.get("recordings"):
+        lines += ["", "| recording | participant | seconds | size | status |", "|---|---|---|---|---|"]
+        for r in state["recordings"]:
+            lines.append(f"| `{_md(r['file'])}` | {_md(r['participant'])} ({r['direction']}) | {r['seconds']:.1f} | "
+                         f"{r['bytes'] // 1024} KB | {r['status']} |")
     if state["error"]:
         lines += ["", "```", state["error"].rstrip(), "```"]
     if state["log_dir"]:
@@ -108,18 +120,25 @@ def state_text(state: dict[str, Any]) -> str:
 
 
 def final_plot_png(job: Job) -> bytes | None:
-    """The level history and last waveform of each audio track, rebuilt from the job's event history."""
-    plots: dict[str, TrackPlot] = {}
+    """Per audio track, the level over the part with sound and its loudest waveform, from the job's event history."""
+    histories: dict[str, list[tuple[float, float, float]]] = {}
+    waveforms: dict[str, list[tuple[float, tuple[float, ...]]]] = {}
+    identities: dict[str, str] = {}
     for event in list(job.events):
         if not isinstance(event, ev.AudioStats):
             continue
-        plot = plots.get(event.track_sid)
-        if plot is None:
-            if len(plots) >= MAX_PLOTTED_TRACKS:
+        if event.track_sid not in histories:
+            if len(histories) >= MAX_PLOTTED_TRACKS:
                 continue
-            plot = plots[event.track_sid] = TrackPlot(track_title(job, event.track_sid, event.participant_identity), 0)
-        plot.add(event.time, event.rms, event.peak, event.waveform)
-    return stack_pngs([p.render_png() for p in plots.values()])
+            histories[event.track_sid], waveforms[event.track_sid] = [], []
+            identities[event.track_sid] = event.participant_identity
+        histories[event.track_sid].append((event.time, event.rms, event.peak))
+        waveforms[event.track_sid].append((event.time, event.waveform))
+    pngs = [
+        final_track_png(track_title(job, sid, identities[sid]), histories[sid], waveforms[sid], job.created)
+        for sid in histories
+    ]
+    return stack_pngs(pngs)
 
 
 def track_title(job: Job, track_sid: str, identity: str) -> str:
@@ -128,13 +147,13 @@ def track_title(job: Job, track_sid: str, identity: str) -> str:
     return f"{identity} · {track_sid}{rate}"
 
 
-def state_bundle(job: Job, result: JobResult, png: bytes | None) -> dict[str, Any]:
-    """The MIME bundle of the final state: JSON for tools, markdown and text for people, PNG for image viewers."""
+def state_bundle(job: Job, result: JobResult, png: bytes | None = None) -> dict[str, Any]:
+    """The MIME bundle of the final state: JSON for tools, markdown and text for people.
+
+    The plot is its own output (:func:`plot_bundle`): a PNG here too would be stored twice in the notebook.
+    """
     state = state_json(job, result)
-    bundle: dict[str, Any] = {STATE_MIME: state, "text/markdown": state_markdown(state), "text/plain": state_text(state)}
-    if png is not None:
-        bundle["image/png"] = base64.b64encode(png).decode("ascii")
-    return bundle
+    return {STATE_MIME: state, "text/markdown": state_markdown(state), "text/plain": state_text(state)}
 
 
 def plot_bundle(job: Job, png: bytes | None) -> dict[str, Any]:
@@ -147,20 +166,53 @@ def plot_bundle(job: Job, png: bytes | None) -> dict[str, Any]:
     }
 
 
-def placeholder_bundles(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What the state and plot outputs show until the job ends."""
+def audio_bundle(job: Job, result: JobResult) -> dict[str, Any]:
+    """A player per recording, each with a short embedded excerpt (see :mod:`nbagents.ui._recordings`)."""
+    return recordings_bundle(job, result.recordings)
+
+
+def placeholder_bundles(job: Job) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """What the state, plot and audio outputs show until the job ends."""
     return (
         {"text/plain": f"job {job.id}: its final state (persisted values of its shutdown hooks) appears here when it ends"},
+        {"text/plain": ""},
         {"text/plain": ""},
     )
 
 
+_final_cache: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+_inspector_outputs: dict[str, dict[str, dict[str, Any]]] = {}  # job id -> display id -> widget view data
+
+
+def final_bundles(job: Job, result: JobResult, png: bytes | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The state, plot and audio outputs of a finished job (made once: the excerpts take a decode and an encode)."""
+    cached = _final_cache.get(job.id)
+    if cached is None:
+        cached = _final_cache[job.id] = (state_bundle(job, result, png), plot_bundle(job, png), audio_bundle(job, result))
+    return cached
+
+
+def register_inspector_output(job: Job, display_id: str, widget_data: dict[str, Any]) -> None:
+    """An inspector shown with ``display_id``: when the job ends its text fallback becomes the final state."""
+    _inspector_outputs.setdefault(job.id, {})[display_id] = widget_data
+
+
+def inspector_text(job: Job) -> str:
+    """What viewers without widgets show for a running job's inspector (a notebook reopened without its kernel)."""
+    return (f"nbagents job {job.id} in room {job.room!r}: live inspector (needs the running kernel); "
+            "the final state is shown below once the job ends")
+
+
 def update_final_outputs(job: Job, result: JobResult, png: bytes | None) -> None:
-    """Update, in place, every output that shows this job's state and plot (e.g. the %%agent cell's)."""
+    """Update, in place, every output that shows this job's state, plot and audio (e.g. the %%agent cell's)."""
     from IPython.display import update_display
 
-    update_display(state_bundle(job, result, png), raw=True, display_id=state_display_id(job))
-    update_display(plot_bundle(job, png), raw=True, display_id=plot_display_id(job))
+    state, plot, audio = final_bundles(job, result, png)
+    update_display(state, raw=True, display_id=state_display_id(job))
+    update_display(plot, raw=True, display_id=plot_display_id(job))
+    update_display(audio, raw=True, display_id=audio_display_id(job))
+    for display_id, widget_data in _inspector_outputs.pop(job.id, {}).items():  # the widget stays; its text is final
+        update_display({**widget_data, "text/plain": state["text/plain"]}, raw=True, display_id=display_id)
 
 
 def show_final(job: Job) -> None:
@@ -174,10 +226,12 @@ def show_final(job: Job) -> None:
     if not job.done:
         raise ValueError(f"job {job.id} is still {job.state}: await it first (`result = await job` or `%agent wait`)")
     result = job.result(0)
-    png = final_plot_png(job)
+    png = None if job.id in _final_cache else final_plot_png(job)
     update_final_outputs(job, result, png)
-    display(state_bundle(job, result, png), raw=True, display_id=state_display_id(job))
-    display(plot_bundle(job, png), raw=True, display_id=plot_display_id(job))
+    state, plot, audio = final_bundles(job, result, png)
+    display(state, raw=True, display_id=state_display_id(job))
+    display(plot, raw=True, display_id=plot_display_id(job))
+    display(audio, raw=True, display_id=audio_display_id(job))
     _shown_in_execution[job.id] = _execution_count()
 
 

@@ -86,6 +86,8 @@ class Inspector:
     outputs that keep the final state and plot in the notebook.
     """
 
+    _shown = 0  # inspectors displayed in this kernel (their outputs' display ids)
+
     def __init__(self, job: Job, *, plot_rate: float = DEFAULT_PLOT_RATE, ui_rate: float = DEFAULT_UI_RATE) -> None:
         if not 0 < plot_rate <= 30:
             raise ValueError(f"plot_rate must be between 0 and 30 updates a second (got {plot_rate}); 10–20 is plenty")
@@ -190,14 +192,19 @@ class Inspector:
         from IPython.display import display
 
         bundle = self.widget._repr_mimebundle_()
-        bundle["text/plain"] = repr(self.job)  # what static viewers and text frontends show
-        display(bundle, raw=True)
-        state, plot = _final.placeholder_bundles(self.job)
+        widget_data = {k: v for k, v in bundle.items() if k != "text/plain"}
+        state, plot, audio = _final.placeholder_bundles(self.job)
         if self.job.done and self.finished:
-            result = self.job.result(0)
-            state, plot = _final.state_bundle(self.job, result, self.final_png), _final.plot_bundle(self.job, self.final_png)
+            state, plot, audio = _final.final_bundles(self.job, self.job.result(0), self.final_png)
+            display({**widget_data, "text/plain": state["text/plain"]}, raw=True)
+        else:  # what static viewers, text frontends and a notebook reopened without its kernel show
+            Inspector._shown += 1
+            display_id = f"nbagents-inspector-{self.job.id}-{Inspector._shown}"
+            _final.register_inspector_output(self.job, display_id, widget_data)
+            display({**widget_data, "text/plain": _final.inspector_text(self.job)}, raw=True, display_id=display_id)
         display(state, raw=True, display_id=_final.state_display_id(self.job))
         display(plot, raw=True, display_id=_final.plot_display_id(self.job))
+        display(audio, raw=True, display_id=_final.audio_display_id(self.job))
 
     # -- observing the job --------------------------------------------------------------------------
 
@@ -362,6 +369,8 @@ class Inspector:
         """The job ended: last redraw, final plot kept as a static image, final state written in place."""
         assert self._loop is not None
         png = await self._loop.run_in_executor(_renderer(), _final.final_plot_png, self.job)
+        # the audio excerpts take a decode and an encode: off the kernel's loop too
+        await self._loop.run_in_executor(_renderer(), _final.final_bundles, self.job, self.job.result(0), png)
         self._complete(png)
         for participant in self._sims:
             try:

@@ -10,6 +10,8 @@ import asyncio
 import base64
 import io
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -19,8 +21,9 @@ from PIL import Image
 
 from nbagents import JobContext, launch, sim
 from nbagents.ui import STATE_MIME, Inspector, join, join_page, join_token, overview
-from nbagents.ui._final import final_plot_png, plot_bundle, state_bundle
+from nbagents.ui._final import audio_bundle, final_plot_png, plot_bundle, state_bundle
 
+from ui._audio import decode, dominant_hz
 from waiting import wait_until
 
 
@@ -112,8 +115,21 @@ async def test_final_state_bundle_holds_persisted_values_markdown_text_and_png(s
     assert next(iter(state["audio_tracks"].values()))["sample_rate"] == 48000
     assert "`save_state`" in bundle["text/markdown"] and "participants_seen" in bundle["text/markdown"]
     assert "persisted save_state" in bundle["text/plain"]
-    assert base64.b64decode(bundle["image/png"]) == png
-    assert "image/png" in plot_bundle(job, png)
+    assert base64.b64decode(plot_bundle(job, png)["image/png"]) == png
+    assert "image/png" not in bundle  # the plot is stored once, in its own output
+
+    # the job recorded bob's track; the notebook keeps a player with an excerpt of the tone
+    (recording,) = [r for r in result.recordings if r.participant_identity == "bob"]
+    assert recording.direction == "received" and recording.status == "finished" and recording.path.is_file()
+    assert dominant_hz(decode(recording.path)) == pytest.approx(300, abs=5)
+    (listed,) = [r for r in state["recordings"] if r["participant"] == "bob"]
+    assert not os.path.isabs(listed["file"]) and listed["file"].endswith(recording.path.name)
+    assert not any(os.path.isabs(str(v)) for v in (state["log_dir"],))
+    audio = audio_bundle(job, result)
+    (uri,) = re.findall(r"src='data:audio/mpeg;base64,([^']+)'", audio["text/html"])
+    excerpt = base64.b64decode(uri)
+    assert dominant_hz(decode(io.BytesIO(excerpt))) == pytest.approx(300, abs=5)
+    assert "bob" in audio["text/plain"] and "excerpt" in audio["text/plain"]
 
 
 async def test_errors_show_their_traceback(server, room_name, tmp_path) -> None:
