@@ -1,19 +1,27 @@
 """Headless execution (nbclient, as papermill and nbconvert --execute do) keeps the job's final state.
 
 Only output produced while a cell runs is saved, so `%agent stop` / `%agent wait` write the final
-state and the last audio plot in the foreground; the saved file must hold both.
+state, the audio plot and the recordings' players in the foreground; the saved file must hold them,
+the players must play the tone the simulated caller spoke, and the recorded file must decode to it.
 """
 
 from __future__ import annotations
 
 import base64
+import io
+import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from nbagents.ui import STATE_MIME
+
+from ui._audio import decode, dominant_hz
+from ui._lab import ARTIFACTS
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "headless.ipynb"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -50,7 +58,31 @@ def test_saved_notebook_holds_final_state_and_png_plot(tmp_path) -> None:
     png = base64.b64decode(plots[-1]["data"]["image/png"])
     assert png.startswith(PNG_MAGIC) and len(png) > 2000
 
-    # the %%agent cell shows the job (text for static viewers) and its widget
+    # the %%agent cell shows the inspector; viewers without its kernel see the final state, not a running job
     launch_outputs = notebook.cells[2].outputs
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in launch_outputs)
-    assert any("<nbagents.Job" in o.get("data", {}).get("text/plain", "") for o in launch_outputs)
+    (inspector,) = [o for o in launch_outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert "succeeded" in inspector["data"]["text/plain"] and "running" not in inspector["data"]["text/plain"]
+    assert any(STATE_MIME in o.get("data", {}) for o in launch_outputs)  # its placeholder, updated in place
+
+    # alice's 440 Hz tone: a player in the notebook and an Ogg/Opus file in the job's directory
+    (recorded,) = [r for r in state["recordings"] if r["participant"] == "alice"]
+    assert recorded["direction"] == "received" and recorded["status"] == "finished" and recorded["seconds"] >= 1.5
+    assert not os.path.isabs(recorded["file"]) and recorded["file"].startswith(".nbagents/jobs/")
+    assert dominant_hz(decode(tmp_path / recorded["file"])) == pytest.approx(440, abs=5)
+    players = [o for i, o in outputs_with(notebook, "text/html") if i == stop_cell and "<audio" in o["data"]["text/html"]]
+    assert players, "the %agent stop cell holds no audio player"
+    html = players[-1]["data"]["text/html"]
+    (alice_row,) = [row for row in html.split("<tr>") if "alice" in row]
+    (uri,) = re.findall(r"src='data:audio/mpeg;base64,([^']+)'", alice_row)
+    assert dominant_hz(decode(io.BytesIO(base64.b64decode(uri)))) == pytest.approx(440, abs=5)
+    assert "excerpt" in players[-1]["data"]["text/plain"]
+    text = saved.read_text()
+    assert str(tmp_path) not in text, "the saved notebook holds an absolute local path"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "headless-saved-bytes.json").write_text(json.dumps({
+        "notebook_bytes": len(text.encode()),
+        "audio_players_output_bytes": len(json.dumps(players[-1], indent=1)),
+        "state_output_bytes": len(json.dumps(foreground[0], indent=1)),
+        "plot_output_bytes": len(json.dumps(plots[-1], indent=1)),
+    }))
