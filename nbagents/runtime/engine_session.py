@@ -150,7 +150,7 @@ class EngineSession:
             if not self._atexit:
                 atexit.register(self.stop)
                 self._atexit = True
-            print(self.description, file=sys.stderr, flush=True)
+            print(self.description, file=sys.stdout, flush=True)  # information, not an error: stdout
         except Exception as exc:
             engine = None
             error = f"the LiveKit engine could not be started: {type(exc).__name__}: {exc}"

@@ -20,6 +20,7 @@ import numpy as np
 from livekit import rtc
 
 from nbagents.runtime import events as ev
+from nbagents.runtime import sdk_logs
 
 if TYPE_CHECKING:
     from nbagents.runtime.recorder import AudioRecorder
@@ -73,6 +74,8 @@ class RoomMonitor:
         self._recorder = recorder
         self._audio_tasks: dict[str, asyncio.Task[None]] = {}
         self._local_audio_tasks: dict[str, asyncio.Task[None]] = {}
+        self._closing = False  # the room is closing: the SDK's complaints about it are expected
+        self._sdk_logs = sdk_logs.install(lambda: self._closing)
         handlers: dict[str, Callable[..., None]] = {
             "participant_connected": self._on_participant_connected,
             "participant_disconnected": self._on_participant_disconnected,
@@ -88,6 +91,8 @@ class RoomMonitor:
             "local_track_published": self._on_local_track_published,
             "local_track_unpublished": self._on_local_track_unpublished,
             "data_received": self._on_data,
+            "disconnected": lambda *_: self._mark_closing(),
+            "connection_state_changed": self._on_connection_state,
         }
         for name, handler in handlers.items():
             room.on(name, self._guard(name, handler))
@@ -111,7 +116,15 @@ class RoomMonitor:
                 if publication.track is not None and publication.kind == rtc.TrackKind.KIND_AUDIO:
                     self._start_audio(publication.track, publication, participant)
 
+    def _mark_closing(self) -> None:
+        self._closing = True
+
+    def _on_connection_state(self, state: Any) -> None:
+        if state == rtc.ConnectionState.CONN_DISCONNECTED:
+            self._closing = True
+
     async def aclose(self) -> None:
+        self._closing = True
         tasks = [*self._audio_tasks.values(), *self._local_audio_tasks.values()]
         self._audio_tasks.clear()
         self._local_audio_tasks.clear()
@@ -125,6 +138,11 @@ class RoomMonitor:
                 self._recorder.close()
             except Exception as exc:
                 self._report("closing the recordings", exc)
+
+    async def flush_logs(self) -> None:
+        """Log the SDK records still held back (once the room is disconnected: they belong to its close)."""
+        self._closing = True
+        self._sdk_logs.flush()
 
     # ---- handlers ---------------------------------------------------------------------------------
 

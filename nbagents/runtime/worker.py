@@ -353,6 +353,7 @@ class JobRuntime:
             ctx._identity = start.assignment.identity
         self.ctx = ctx
         self.monitor = RoomMonitor(ctx.room, self.emit, self.report_exception, recorder=_recorder(start, self))
+        self.on_close(self.monitor.flush_logs)
         ctx.room.on("disconnected", self._on_disconnected)
         self.loop.set_exception_handler(self._loop_exception)  # type: ignore[union-attr]
         if start.prewarm_blob is not None and getattr(self.proc, "_prewarm_digest", None) != start.prewarm_digest:

@@ -474,7 +474,8 @@ def _data_html(messages: list[Any]) -> str:
         if len(preview) > 120:
             preview = preview[:119] + "…"
         stamp = time.strftime("%H:%M:%S", time.localtime(m.time))
-        rows.append((stamp, _e(m.sender or "(server)"), _e(m.topic or "–"), f"{m.size} B", f"<code>{_e(preview)}</code>"))
+        sender = _e(m.sender or "(server)") + (" <i>(this agent, sent)</i>" if getattr(m, "local", False) else "")
+        rows.append((stamp, sender, _e(m.topic or "–"), f"{m.size} B", f"<code>{_e(preview)}</code>"))
     return _table("nbagents-data-table", ("time", "sender", "topic", "size", "payload"), rows)
 
 

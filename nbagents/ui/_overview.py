@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 from typing import Any
 
 import ipywidgets as w
@@ -11,6 +12,7 @@ import ipywidgets as w
 __all__ = ["JobsOverview"]
 
 REFRESH_SECONDS = 1.0
+PERSISTED_CHARS = 160
 
 
 class JobsOverview:
@@ -48,8 +50,23 @@ def _overview_html(all_jobs: list[Any]) -> str:
     rows = ["<tr>" + "".join(f"<th style='border:1px solid #ddd;padding:1px 6px;background:#f4f4f4'>{h}</th>"
                               for h in ("job", "room", "state", "elapsed", "pid", "participants", "persisted")) + "</tr>"]
     for job in all_jobs:
-        persisted = ", ".join(job.result(0).persisted) if job.done else "–"
         values = (f"<code>{job.id}</code>", html.escape(job.room), f"<b>{job.state}</b>", f"{job.elapsed:.1f} s",
-                  str(job.pid or "–"), str(len(job.participants)), html.escape(persisted or "–"))
+                  str(job.pid or "–"), str(len(job.participants)), _persisted_html(job))
         rows.append("<tr>" + "".join(cell.format(v) for v in values) + "</tr>")
     return "<table style='border-collapse:collapse;font-size:12px'>" + "".join(rows) + "</table>"
+
+
+def _persisted_html(job: Any) -> str:
+    """Each finished hook's name and the value it returned (clipped), or why there is none."""
+    if not job.done:
+        return "<i>when it ends</i>"
+    persisted = job.result(0).persisted
+    if not persisted:
+        return "–"
+    parts = []
+    for name, value in persisted.items():
+        text = json.dumps(value, default=repr)
+        if len(text) > PERSISTED_CHARS:
+            text = text[: PERSISTED_CHARS - 1] + "…"
+        parts.append(f"<code>{html.escape(name)}</code>: <code class='nbagents-persisted'>{html.escape(text)}</code>")
+    return "<br>".join(parts)

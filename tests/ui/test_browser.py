@@ -50,7 +50,7 @@ async def test_inspector_live_in_jupyterlab_then_notebook7(jupyter_server) -> No
             await _run_cell(page, 1)  # %load_ext nbagents
             await _wait_for_idle_kernel(page)
             await _run_cell(page, 2)  # %%agent: the job and its inspector
-            inspector = page.locator(".nbagents-inspector")
+            inspector = page.locator(".jp-Notebook .nbagents-inspector")
             await expect(inspector).to_be_visible()
             await expect(inspector.locator(".nbagents-state")).to_have_text("running")
             await _wait_for_idle_kernel(page)
@@ -81,13 +81,23 @@ async def test_inspector_live_in_jupyterlab_then_notebook7(jupyter_server) -> No
             await _wait_for_idle_kernel(page)
             await page.screenshot(path=str(ARTIFACTS / "ui-lab-live.png"), full_page=True)
 
+            # keep the inspector in view: JupyterLab's "Create New View for Cell Output" opens it in a panel of its own
+            await inspector.click(button="right", position={"x": 5, "y": 5})
+            await page.get_by_text("Create New View for Cell Output", exact=True).click()
+            side = page.locator(".jp-LinkedOutputView .nbagents-inspector")
+            await expect(side.locator(".nbagents-state")).to_have_text("running")
+            await expect(side.locator(".nbagents-participant-alice")).to_contain_text("alice")
+
             await _run_cell(page, 4)  # alice changes user.language to fr
             await expect(alice_row.locator(".nbagents-attr")).to_have_text("fr")
+            await expect(side.locator(".nbagents-participant-alice .nbagents-attr")).to_have_text("fr")  # the panel is live
+            await page.screenshot(path=str(ARTIFACTS / "ui-lab-side-panel.png"), full_page=True)
             await _wait_for_idle_kernel(page)
             await inspector.screenshot(path=str(ARTIFACTS / "ui-lab-inspector.png"))
 
             await inspector.locator(".nbagents-stop").click()  # Shut down, with the reason in the text box
             await expect(inspector.locator(".nbagents-state")).to_have_text("succeeded")
+            await expect(side.locator(".nbagents-state")).to_have_text("succeeded")
             agent_cell = page.locator(".jp-Notebook .jp-Cell").nth(2)
             final_state = agent_cell.locator(".jp-RenderedMarkdown")  # the placeholder, updated in place
             await expect(final_state).to_contain_text("succeeded")
