@@ -26,7 +26,8 @@ __all__ = ["STATE_MIME", "Inspector", "JobsOverview", "display_job", "display_re
 
 
 def inspect(job: Job, **options: Any) -> Inspector:
-    """A live inspector of ``job`` (``plot_rate``: audio plot updates a second, default 15)."""
+    """A live inspector of ``job`` (``plot_rate``: audio plot updates a second, default 15; ``pinned=True``:
+    start with its compact view kept in the window's corner, as its "Keep in view" button does)."""
     from nbagents.ui._inspector import Inspector
 
     return Inspector(job, **options)

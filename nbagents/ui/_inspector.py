@@ -13,7 +13,7 @@ import concurrent.futures
 import html
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import ipywidgets as w
 
@@ -25,7 +25,7 @@ from nbagents.ui._throttle import Coalescer
 if TYPE_CHECKING:
     from nbagents.runtime.job import Job
 
-__all__ = ["Inspector", "DEFAULT_PLOT_RATE", "DEFAULT_UI_RATE"]
+__all__ = ["Inspector", "DEFAULT_PLOT_RATE", "DEFAULT_UI_RATE", "register_section"]
 
 DEFAULT_PLOT_RATE = 15.0
 DEFAULT_UI_RATE = 8.0
@@ -44,6 +44,19 @@ _STATE_COLORS = {
 }
 
 logger = logging.getLogger("nbagents.ui")
+
+SectionFactory = Callable[["Inspector"], "tuple[str, w.Widget] | None"]
+_section_factories: list[SectionFactory] = []
+
+
+def register_section(factory: SectionFactory) -> None:
+    """Add a section to every inspector built from now on, placed before the log.
+
+    ``factory(inspector)`` returns ``(title, widget)`` or None (nothing for this job). It may
+    ``inspector.job.subscribe(...)`` to stay live; sections are built in registration order.
+    """
+    if factory not in _section_factories:
+        _section_factories.append(factory)
 
 _render_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -88,7 +101,8 @@ class Inspector:
 
     _shown = 0  # inspectors displayed in this kernel (their outputs' display ids)
 
-    def __init__(self, job: Job, *, plot_rate: float = DEFAULT_PLOT_RATE, ui_rate: float = DEFAULT_UI_RATE) -> None:
+    def __init__(self, job: Job, *, plot_rate: float = DEFAULT_PLOT_RATE, ui_rate: float = DEFAULT_UI_RATE,
+                 pinned: bool = False) -> None:
         if not 0 < plot_rate <= 30:
             raise ValueError(f"plot_rate must be between 0 and 30 updates a second (got {plot_rate}); 10–20 is plenty")
         if not 0 < ui_rate <= 30:
@@ -105,6 +119,7 @@ class Inspector:
         self._tasks: set[asyncio.Future[Any]] = set()
         self.final_png: bytes | None = None
         self.finished = False
+        self._pinned = pinned
         self._build()
         self._ui = Coalescer(self._loop, 1.0 / ui_rate, self._flush)
         self._plots = Coalescer(self._loop, 1.0 / plot_rate, self._flush_plots)
@@ -159,9 +174,12 @@ class Inspector:
         self.sim_button.on_click(lambda _b: self.add_simulated_participant())
         self.status = w.HTML()
         self.status.add_class("nbagents-status")
+        from nbagents.ui._pinned import PinnedView
+
+        self.pin = PinnedView(self.job, pinned=self._pinned)  # "Keep in view": a compact copy in the window's corner
         self.controls = w.VBox(
             [
-                w.HBox([self.stop_button, self.reason, self.delete_button]),
+                w.HBox([self.stop_button, self.reason, self.delete_button, self.pin]),
                 w.HBox([self.send_button, self.payload, self.topic]),
                 w.HBox([self.sim_button, self.sim_identity, self.sim_freq, self.sim_seconds]),
                 self.status,
@@ -172,6 +190,15 @@ class Inspector:
         def section(title: str, *children: w.Widget) -> w.VBox:
             return w.VBox([w.HTML(f"<b>{title}</b>"), *children], layout=w.Layout(margin="4px 0"))
 
+        extra = []
+        for factory in _section_factories:
+            try:
+                made = factory(self)
+            except Exception:  # a broken extension must not break the inspector
+                logger.exception("inspector section %r failed", factory)
+                continue
+            if made is not None:
+                extra.append(section(*made))
         self.widget = w.VBox(
             [
                 self.header,
@@ -179,6 +206,7 @@ class Inspector:
                 section("Participants", self.participants),
                 section("Audio tracks", self.no_tracks, self.tracks_box),
                 section("Data messages", self.data),
+                *extra,
                 section("Log", self.log_level, self.log),
                 self.errors,
             ],

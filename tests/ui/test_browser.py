@@ -88,16 +88,32 @@ async def test_inspector_live_in_jupyterlab_then_notebook7(jupyter_server) -> No
             await expect(side.locator(".nbagents-state")).to_have_text("running")
             await expect(side.locator(".nbagents-participant-alice")).to_contain_text("alice")
 
+            # or in the window's corner: "Keep in view" pins a compact copy that stays put while the notebook scrolls
+            await inspector.locator(".nbagents-pin-toggle").click()
+            pinned = page.locator(".nbagents-pinned")
+            await expect(pinned).to_have_count(1)  # one box, though the job has two inspector views now
+            await expect(pinned.locator(".nbagents-pinned-state")).to_have_text("running")
+            await expect(pinned).to_contain_text("alice")
+
             await _run_cell(page, 4)  # alice changes user.language to fr
             await expect(alice_row.locator(".nbagents-attr")).to_have_text("fr")
             await expect(side.locator(".nbagents-participant-alice .nbagents-attr")).to_have_text("fr")  # the panel is live
-            await page.screenshot(path=str(ARTIFACTS / "ui-lab-side-panel.png"), full_page=True)
+            await page.locator(".jp-Notebook .jp-Cell").last.scroll_into_view_if_needed()
+            box = await pinned.bounding_box()
+            viewport = page.viewport_size
+            assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], box
+            shown = int(await pinned.locator(".nbagents-pinned-frames").first.inner_text())
+            await page.wait_for_function(
+                "(n) => parseInt(document.querySelector('.nbagents-pinned-frames').innerText) > n", arg=shown
+            )  # live while the notebook is scrolled elsewhere
+            await page.screenshot(path=str(ARTIFACTS / "ui-lab-side-panel-and-pinned.png"), full_page=True)
             await _wait_for_idle_kernel(page)
             await inspector.screenshot(path=str(ARTIFACTS / "ui-lab-inspector.png"))
 
             await inspector.locator(".nbagents-stop").click()  # Shut down, with the reason in the text box
             await expect(inspector.locator(".nbagents-state")).to_have_text("succeeded")
             await expect(side.locator(".nbagents-state")).to_have_text("succeeded")
+            await expect(pinned.locator(".nbagents-pinned-state")).to_have_text("succeeded")
             agent_cell = page.locator(".jp-Notebook .jp-Cell").nth(2)
             final_state = agent_cell.locator(".jp-RenderedMarkdown")  # the placeholder, updated in place
             await expect(final_state).to_contain_text("succeeded")

@@ -125,3 +125,58 @@ async def test_browser_talks_with_the_agent_through_the_join_widget(lk_server, l
     (ARTIFACTS / f"join-{engine}-saved-bytes.json").write_text(
         json.dumps({"engine": engine, "join_cell_output_bytes": widget_bytes, "notebook_bytes": len(text.encode())})
     )
+
+
+async def idle_agent(ctx) -> None:
+    import asyncio
+
+    await ctx.connect()
+    await asyncio.sleep(120)
+
+
+async def test_join_page_says_why_it_cannot_join(server, tmp_path) -> None:
+    """A server the browser cannot reach, and a page served from another host over http: the page says why."""
+    import asyncio
+    import functools
+    import http.server
+    import threading
+
+    from playwright.async_api import async_playwright, expect
+
+    from nbagents import launch
+    from nbagents.ui import join_page
+    from ui._lab import free_port
+    from waiting import wait_until
+
+    job = launch(idle_agent, room="ui-join-unreachable", shutdown_process_timeout=10, jobs_dir=tmp_path / "jobs")
+    await wait_until(lambda: job.connected is not None, what="the agent to connect")
+    page_html = join_page(job)
+    await job.stop()
+    closed = f"ws://127.0.0.1:{free_port()}"  # nothing listens there
+    (tmp_path / "unreachable.html").write_text(page_html.replace(json.dumps(server.url)[1:-1], closed))
+    (tmp_path / "remote.html").write_text(page_html)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("10.200.0.2", 0), handler)  # the namespace's veth address: not loopback
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + MEDIA_ARGS)
+            try:
+                context = await browser.new_context(permissions=["microphone"])
+                page = await context.new_page()
+                await page.goto((tmp_path / "unreachable.html").as_uri())
+                await expect(page.locator("#nbj-state")).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+                message = page.locator("#nbj-message")
+                await expect(message).to_contain_text(f"Could not connect to the LiveKit server at {closed}")
+                await expect(message).to_contain_text("machine that runs the kernel")
+                await page.screenshot(path=str(ARTIFACTS / "join-unreachable.png"))
+
+                await page.goto(f"http://10.200.0.2:{httpd.server_address[1]}/remote.html")
+                await expect(page.locator("#nbj-state")).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+                await expect(message).to_contain_text("not a secure context")
+                await page.screenshot(path=str(ARTIFACTS / "join-insecure-remote.png"))
+            finally:
+                await browser.close()
+    finally:
+        httpd.shutdown()
+        await asyncio.sleep(0)
