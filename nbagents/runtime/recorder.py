@@ -1,7 +1,7 @@
 """Records, in the job process, the audio a job receives (per remote track) and the audio it publishes.
 
-Each recording is an Ogg/Opus file (mono, 48 kHz, ``bitrate`` bits a second: ~4 KB a second at the
-default 32 kbit/s) under ``<job dir>/audio/``, encoded with PyAV (libopus) as the frames arrive, so
+Each recording is an Ogg/Opus file (mono, 48 kHz, ``bitrate`` bits a second: 4–6 KB a second at the
+default 32 kbit/s VBR) under ``<job dir>/audio/``, encoded with PyAV (libopus) as the frames arrive, so
 nothing waits for the end and a killed job leaves a playable file. Bounds: ``max_seconds`` per
 recording and ``max_bytes`` for all of a job's recordings together; when one is reached the recording
 stops and says so (``truncated``). ``audio/recordings.json`` indexes the files with a level envelope
