@@ -150,7 +150,9 @@ class EngineSession:
             if not self._atexit:
                 atexit.register(self.stop)
                 self._atexit = True
-            print(self.description, file=sys.stdout, flush=True)  # information, not an error: stdout
+            # information, not an error: in a notebook it goes to stdout (stderr is shown as an error box);
+            # on a command line it stays on stderr, beside the program's own output
+            print(self.description, file=sys.stdout if _in_kernel() else sys.stderr, flush=True)
         except Exception as exc:
             engine = None
             error = f"the LiveKit engine could not be started: {type(exc).__name__}: {exc}"
@@ -205,6 +207,15 @@ class EngineSession:
         for each in [*retired, engine]:
             if each is not None:
                 each.stop()
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (IPython with a kernel attached), without importing IPython otherwise."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 _shared: EngineSession | None = None
