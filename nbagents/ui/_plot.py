@@ -144,7 +144,8 @@ def final_track_png(title: str, history: list[tuple[float, float, float]], wavef
 
 def encode_png(rgba: np.ndarray) -> bytes:
     """A small PNG: a line plot needs few colours, and a 32-colour palette image is ~3x smaller than RGB
-    and no slower to encode (measured: ~2.7 ms and ~5 KB for a track plot), which keeps widget traffic low."""
+    and no slower to encode (measured: ~2.7 ms and ~5 KB for a 420x120 track plot; ~7.7 ms CPU and ~7 KB for
+    today's 720x210 one, blit included), which keeps widget traffic low."""
     out = io.BytesIO()
     image = Image.fromarray(np.ascontiguousarray(rgba[..., :3])).quantize(colors=32, method=Image.Quantize.FASTOCTREE)
     image.save(out, format="PNG", compress_level=6)
