@@ -55,14 +55,13 @@ AGENT_CELL = '''\
 import logging
 
 async def entrypoint(ctx):
-    await ctx.connect()
-    logging.getLogger("cell-agent").warning("greeting is %s", GREETING)
-    await ctx.room.local_participant.publish_data(GREETING)
-
     async def remember():
         return {{"greeting": GREETING}}
 
-    ctx.add_shutdown_callback(remember)
+    ctx.add_shutdown_callback(remember)  # before the log line the test waits for: a stop may follow at once
+    await ctx.connect()
+    logging.getLogger("cell-agent").warning("greeting is %s", GREETING)
+    await ctx.room.local_participant.publish_data(GREETING)
 '''
 
 
