@@ -6,9 +6,11 @@ from typing import Any
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    from nbagents import _cli_guard
     from nbagents.magics import AgentMagics, await_agent_waits
 
     ipython.register_magics(AgentMagics)
+    _cli_guard.install()  # `cli.run_app(server)` of pasted livekit-agents examples: no CLI in a kernel
     _start_job_processes()
     if await_agent_waits not in ipython.input_transformers_post:
         ipython.input_transformers_post.append(await_agent_waits)
@@ -24,8 +26,10 @@ def _start_job_processes() -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
+    from nbagents import _cli_guard
     from nbagents.magics import await_agent_waits
 
+    _cli_guard.uninstall()
     while await_agent_waits in ipython.input_transformers_post:
         ipython.input_transformers_post.remove(await_agent_waits)
     for kind in ("line", "cell"):

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 LINE_COMMANDS = ("list", "stop", "wait", "logs", "serve")
 
 _USAGE = """\
-%%agent [--room ROOM] [--entrypoint NAME] [--timeout SECONDS] [--prewarm NAME] [--agent-name N]
-    run the cell in the notebook's namespace, then launch the entrypoint it defines as a job
+%%agent [--room ROOM] [--entrypoint NAME] [--timeout SECONDS] [--prewarm NAME] [--agent-name N] [--metadata TEXT]
+    run the cell in the notebook's namespace, then launch the entrypoint it defines (or the function it
+    registers with @server.rtc_session() on an AgentServer) as a job
 %agent list                     every job of this kernel with its state
 %agent stop [ID] [--reason R]   shut a job down (default: the latest) and wait for its result
 %agent wait [ID]                wait for a job (default: the latest) to end; shows its result
@@ -59,11 +60,13 @@ class _Parser(argparse.ArgumentParser):
 def _cell_parser() -> _Parser:
     p = _Parser(prog="%%agent", add_help=False)
     p.add_argument("--room", help="room to run the job in")
-    p.add_argument("--entrypoint", default="entrypoint", help="name of the entrypoint function the cell defines")
+    p.add_argument("--entrypoint", default=None, help="name of the entrypoint function the cell defines "
+                   "(default: the function registered with @server.rtc_session(), else `entrypoint`)")
     p.add_argument("--timeout", type=float, help="shutdown_process_timeout in seconds")
     p.add_argument("--prewarm", help="name of a prewarm function (runs in the job process before the entrypoint)")
-    p.add_argument("--agent-name", default="", help="the worker's agent_name in an exported script (nbagents export); "
-                   "a launched job runs in --room directly")
+    p.add_argument("--agent-name", default=None, help="the job's agent_name (ctx.job.agent_name, the agent's lk.agent.name "
+                   "attribute) and the worker's in an exported script; a launched job runs in --room directly")
+    p.add_argument("--metadata", default="", help="the job's metadata (ctx.job.metadata), as a dispatch would give it")
     return p
 
 
@@ -116,21 +119,35 @@ class AgentMagics(Magics):
         shell = self.shell
         assert shell is not None
         namespace = shell.user_ns
-        before = namespace.get(args.entrypoint, _MISSING)
-        self._run_cell_source(cell)  # a syntax error or an exception raised here launches nothing
-        entrypoint = namespace.get(args.entrypoint, _MISSING)
-        if entrypoint is _MISSING or entrypoint is before:
+        name = args.entrypoint or "entrypoint"
+        before = namespace.get(name, _MISSING)
+        servers_before = _registrations(namespace)
+        from nbagents import _cli_guard
+
+        with _cli_guard.capturing() as run_app_calls:
+            self._run_cell_source(cell)  # a syntax error or an exception raised here launches nothing
+        defined = namespace.get(name, _MISSING)
+        if defined is before:
+            defined = _MISSING
+        registration = _chosen_registration(args, defined, run_app_calls, servers_before, namespace)
+        if registration is not None and args.entrypoint is None:
+            entrypoint = registration["entrypoint"]
+            name = getattr(entrypoint, "__name__", name)
+        elif defined is _MISSING:
             raise UsageError(
-                f"%%agent: the cell does not define {args.entrypoint!r}, so nothing was launched. Define "
-                f"`async def {args.entrypoint}(ctx: JobContext): ...` in this cell, or name the function "
-                "the cell defines with --entrypoint NAME."
+                f"%%agent: the cell does not define {name!r}, so nothing was launched. Define "
+                f"`async def {name}(ctx: JobContext): ...` in this cell, register one with `@server.rtc_session()` "
+                "on an AgentServer, or name the function the cell defines with --entrypoint NAME."
             )
+        else:
+            entrypoint = defined
         if not inspect.iscoroutinefunction(entrypoint):
             raise UsageError(
-                f"%%agent: {args.entrypoint!r} must be an async function (`async def {args.entrypoint}(ctx): ...`); "
+                f"%%agent: {name!r} must be an async function (`async def {name}(ctx): ...`); "
                 f"it is {type(entrypoint).__name__}. Nothing was launched."
             )
-        prewarm = None
+        registration = registration or {}
+        prewarm = registration.get("prewarm")
         if args.prewarm is not None:
             prewarm = namespace.get(args.prewarm)
             if not callable(prewarm):
@@ -138,11 +155,16 @@ class AgentMagics(Magics):
 
         from nbagents import launch
 
-        options: dict[str, Any] = {"prewarm": prewarm}
+        options: dict[str, Any] = {"prewarm": prewarm, "metadata": args.metadata,
+                                   "on_session_end": registration.get("on_session_end")}
+        agent_name = args.agent_name if args.agent_name is not None else registration.get("agent_name")
+        if agent_name:
+            options["agent_name"] = agent_name
         if args.room is not None:
             options["room"] = args.room
-        if args.timeout is not None:
-            options["shutdown_process_timeout"] = args.timeout
+        timeout = args.timeout if args.timeout is not None else registration.get("shutdown_process_timeout")
+        if timeout is not None:
+            options["shutdown_process_timeout"] = timeout
         return launch(entrypoint, **options)
 
     def _run_cell_source(self, cell: str) -> None:
@@ -331,6 +353,56 @@ def await_agent_waits(lines: list[str]) -> list[str]:
 # -- helpers ----------------------------------------------------------------------------------------------------
 
 _MISSING = object()
+
+
+def _registrations(namespace: dict[str, Any]) -> dict[int, Any]:
+    """id(server) -> registered entrypoint, for every AgentServer / WorkerOptions in the namespace."""
+    import sys
+
+    if "livekit.agents" not in sys.modules:  # nothing can be registered without it
+        return {}
+    from nbagents.runtime._agents import registered_session
+
+    found = {}
+    for value in list(namespace.values()):
+        try:
+            registration = registered_session(value)
+        except Exception:
+            continue
+        if registration is not None:
+            found[id(value)] = registration["entrypoint"]
+    return found
+
+
+def _chosen_registration(args: argparse.Namespace, defined: Any, run_app_calls: list[Any], before: dict[int, Any],
+                         namespace: dict[str, Any]) -> dict[str, Any] | None:
+    """The AgentServer registration this %%agent cell launches, if any.
+
+    In order: what the cell passed to ``cli.run_app(...)``; else a server whose registration this cell made.
+    With ``--entrypoint NAME`` (or a cell defining ``entrypoint``), a registration is used only for its
+    options, and only if it registered that very function.
+    """
+    import sys
+
+    if "livekit.agents" not in sys.modules:
+        return None
+    from nbagents.runtime._agents import registered_session
+
+    candidates = [registered_session(server) for server in reversed(run_app_calls)]
+    for value in list(namespace.values()):
+        try:
+            registration = registered_session(value)
+        except Exception:
+            continue
+        if registration is not None and before.get(id(value)) is not registration["entrypoint"]:
+            candidates.append(registration)
+    candidates = [c for c in candidates if c is not None]
+    if args.entrypoint is not None:
+        chosen = namespace.get(args.entrypoint, _MISSING)
+        return next((c for c in candidates if c["entrypoint"] is chosen), None)
+    if defined is not _MISSING and not any(c["entrypoint"] is defined for c in candidates) and not run_app_calls:
+        return None  # the cell defines `entrypoint` and runs no server: the plain function
+    return candidates[0] if candidates else None
 
 
 def _all_jobs() -> list[Job]:

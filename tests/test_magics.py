@@ -259,3 +259,68 @@ def ok_count(shell, source: str) -> int:
     count = shell.execution_count
     ok(shell.run_cell(source, store_history=True))  # as a kernel runs cells: In[N] counts up
     return count
+
+
+PASTED_EXAMPLE = '''\
+%%agent --room {room} --metadata '{{"customer": "ann"}}'
+from livekit.agents import AgentServer, JobContext, JobProcess, cli
+
+server = AgentServer(shutdown_process_timeout=12.0)
+
+
+def prewarm(proc: JobProcess):
+    proc.userdata["greeting"] = "hello"
+
+
+server.setup_fnc = prewarm
+
+
+@server.rtc_session(agent_name="paster")
+async def my_agent(ctx: JobContext):
+    async def seen():
+        return {{"agent_name": ctx.job.agent_name, "metadata": ctx.job.metadata,
+                "greeting": ctx.proc.userdata["greeting"], "room": ctx.room.name}}
+
+    ctx.add_shutdown_callback(seen)
+    await ctx.connect()
+    ctx.shutdown(reason="pasted and run")
+
+
+if __name__ == "__main__":
+    cli.run_app(server)
+'''
+
+
+def test_a_pasted_livekit_agents_example_launches_its_registered_function(shell):
+    """A whole example file: AgentServer, @server.rtc_session(...) and the `cli.run_app(server)` tail."""
+    room = room_name()
+    job = ok(shell.run_cell(PASTED_EXAMPLE.format(room=room)))
+    assert isinstance(job, Job) and job.shutdown_process_timeout == 12.0  # the server's own option
+    result = job.result(WAIT)
+    assert (result.state, result.shutdown_reason) == ("succeeded", "pasted and run"), result.error
+    assert result.persisted == {"seen": {"agent_name": "paster", "metadata": '{"customer": "ann"}',
+                                         "greeting": "hello", "room": room}}
+    assert shell.user_ns["my_agent"].__name__ == "my_agent"
+
+
+def test_cli_run_app_in_a_plain_cell_says_what_to_do_instead(shell, capsys):
+    before = len(jobs())
+    ok(shell.run_cell("from livekit.agents import AgentServer, cli\nserver = AgentServer()\n"
+                      "@server.rtc_session()\nasync def helper_agent(ctx): pass\n"))
+    ok(shell.run_cell('if __name__ == "__main__":\n    cli.run_app(server)\n'))  # no SystemExit: 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "run this cell with %%agent to launch `helper_agent`" in out[0]
+    assert len(jobs()) == before
+
+
+def test_entrypoint_option_still_picks_a_plain_function_beside_a_server(shell):
+    room = room_name()
+    cell = (
+        f"%%agent --room {room} --entrypoint plain --agent-name named\n"
+        "from livekit.agents import AgentServer\nserver = AgentServer()\n\n"
+        "@server.rtc_session(agent_name='other')\nasync def registered(ctx):\n    ctx.shutdown(reason='wrong one')\n\n"
+        "async def plain(ctx):\n    async def name():\n        return ctx.job.agent_name\n"
+        "    ctx.add_shutdown_callback(name)\n    ctx.shutdown(reason='plain one')\n"
+    )
+    result = ok(shell.run_cell(cell)).result(WAIT)
+    assert (result.shutdown_reason, result.persisted) == ("plain one", {"name": "named"})

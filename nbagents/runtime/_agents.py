@@ -102,7 +102,7 @@ def activate(ctx: Any) -> Callable[[], Any]:
     ``JobContext._on_setup`` (log fields), ``_start_log_buffering`` and ``_prepare_telemetry`` (both
     no-ops unless the server is LiveKit Cloud with recording on). Call it in the task that then
     creates the entrypoint's task, so every task of the job inherits the context. If these move,
-    ``get_job_context()`` fails in jobs again. Returns the function that undoes it (:func:`deactivate`).
+    ``get_job_context()`` fails in jobs again. Returns the function that resets the context variable.
     """
     from livekit.agents.job import _JobContextVar
     from livekit.agents.utils import http_context
@@ -115,8 +115,9 @@ def activate(ctx: Any) -> Callable[[], Any]:
     return functools.partial(_JobContextVar.reset, token)
 
 
-async def deactivate(ctx: Any, reset: Callable[[], Any]) -> None:
-    """The end of livekit-agents' job task: pending tasks, cleanup, the HTTP session, the context variable.
+async def deactivate(ctx: Any) -> None:
+    """The end of livekit-agents' job task: pending tasks, cleanup, the HTTP session. (Then call the
+    function :func:`activate` returned, in the task that activated the context, to reset the variable.)
 
     Internal: ``JobContext._pending_tasks`` (tasks ``delete_room`` and SIP calls started),
     ``_on_cleanup`` (temp dir, telemetry, log filters), ``http_context._close_http_ctx``.
@@ -132,7 +133,6 @@ async def deactivate(ctx: Any, reset: Callable[[], Any]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
     await ctx._on_cleanup()
     await http_context._close_http_ctx()
-    reset()
 
 
 async def end_primary_session(ctx: Any, timeout: float) -> None:
@@ -228,3 +228,52 @@ def follow_sessions(on_start: Callable[[Any, Any, bool], None]) -> None:
 
     start._nbagents_follows = True  # type: ignore[attr-defined]
     AgentSession.start = start  # type: ignore[method-assign]
+
+
+def registered_session(server: Any) -> dict[str, Any] | None:
+    """What an ``AgentServer`` (or ``WorkerOptions``) would run: the function registered with
+    ``@server.rtc_session(...)`` and its options, or None when nothing is registered.
+
+    Returns ``{"entrypoint", "agent_name", "prewarm", "on_session_end", "shutdown_process_timeout"}``
+    (``shutdown_process_timeout`` None when the server has livekit-agents' default, 10 s, which nbagents
+    replaces with its own, 60 s).
+
+    Internal: ``AgentServer`` keeps the registration in ``_entrypoint_fnc``, ``_agent_name``,
+    ``_session_end_fnc`` and ``_shutdown_process_timeout`` (no public getters; ``setup_fnc`` is public).
+    If they move, a pasted example's ``%%agent`` cell says it found nothing to launch (``--entrypoint``
+    still works).
+    """
+    from livekit.agents import AgentServer, WorkerOptions
+
+    if isinstance(server, AgentServer):
+        entrypoint = server._entrypoint_fnc
+        if entrypoint is None:
+            return None
+        timeout = server._shutdown_process_timeout
+        return {
+            "entrypoint": entrypoint,
+            "agent_name": server._agent_name,
+            "prewarm": server.setup_fnc,
+            "on_session_end": server._session_end_fnc,
+            "shutdown_process_timeout": None if timeout == LIVEKIT_AGENTS_SHUTDOWN_TIMEOUT else float(timeout),
+        }
+    if isinstance(server, WorkerOptions) or _is_nbagents_worker_options(server):
+        timeout = server.shutdown_process_timeout
+        prewarm = server.prewarm_fnc
+        return {
+            "entrypoint": server.entrypoint_fnc,
+            "agent_name": server.agent_name,
+            "prewarm": None if getattr(prewarm, "__module__", "").startswith(("livekit.agents", "nbagents")) else prewarm,
+            "on_session_end": None,
+            "shutdown_process_timeout": None if timeout == LIVEKIT_AGENTS_SHUTDOWN_TIMEOUT else float(timeout),
+        }
+    return None
+
+
+LIVEKIT_AGENTS_SHUTDOWN_TIMEOUT = 10.0  # livekit-agents 1.8's default shutdown_process_timeout
+
+
+def _is_nbagents_worker_options(value: Any) -> bool:
+    from nbagents.runtime.context import WorkerOptions
+
+    return isinstance(value, WorkerOptions)

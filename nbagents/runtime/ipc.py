@@ -28,6 +28,7 @@ class Prewarm:
 
     blob: bytes
     digest: str
+    environ: dict[str, str] | None = None  # the kernel's environment to run it in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ class EngineCredentials:
 
 @dataclasses.dataclass(frozen=True)
 class EngineFailed:
-    """The engine could not be started; ``ctx.connect()`` raises with this message."""
+    """The engine could not be started; the job fails with this message before its entrypoint runs."""
 
     message: str
 
@@ -73,6 +74,10 @@ class StartJob:
     launched_at: float  # time.perf_counter() in the kernel (CLOCK_MONOTONIC: comparable across processes)
     assignment: Assignment | None = None  # a dispatched job: join with the server's token, create no room
     recording: Any = None  # recorder.RecordingOptions; None: the defaults (recording on)
+    metadata: str = ""  # ctx.job.metadata of a launched job
+    agent_name: str = ""  # ctx.job.agent_name, and the agent participant's lk.agent.name attribute
+    environ: dict[str, str] | None = None  # the kernel's os.environ at launch: the job's environment
+    session_end_blob: bytes | None = None  # an AgentServer's on_session_end(ctx), shipped like the entrypoint
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,13 +51,22 @@ def launch(
     jobs_dir: str | Path | None = None,
     assignment: ipc.Assignment | None = None,
     recording: RecordingOptions | bool = True,
+    metadata: str = "",
+    agent_name: str = "",
+    on_session_end: Callable[[Any], Awaitable[None]] | None = None,
 ) -> Job:
     """Run ``entrypoint(ctx)`` as a job in its own process, in ``room``; returns the :class:`Job` at once.
 
-    ``prewarm(proc)`` runs in the process before the job (in a warm idle process ahead of time, once it
-    has been used) and fills ``proc.userdata``. ``shutdown_process_timeout`` bounds the shutdown: after
-    it the process is killed, whatever ended the job. Works from a running event loop (a notebook
-    cell) and from plain synchronous code.
+    ``ctx`` is livekit-agents' own ``JobContext``. ``prewarm(proc)`` runs in the process before the job (in
+    a warm idle process ahead of time, once it has been used) and fills ``proc.userdata``.
+    ``shutdown_process_timeout`` bounds the shutdown: after it the process is killed, whatever ended the
+    job. Works from a running event loop (a notebook cell) and from plain synchronous code. The job sees
+    this process's environment (``os.environ``) as it is now.
+
+    ``metadata`` is the job's ``ctx.job.metadata`` (what a dispatch's metadata would be); ``agent_name``
+    its ``ctx.job.agent_name`` and the agent participant's ``lk.agent.name`` attribute, as a worker
+    registered with that name would give it; ``on_session_end(ctx)`` runs when the job ends, after its
+    primary ``AgentSession`` closed (livekit-agents' ``rtc_session(on_session_end=...)``).
 
     ``departure_timeout`` (whole seconds, default 3; 0 keeps the server's default) is set on the room
     when the job creates it; ``jobs_dir`` (default ``.nbagents/jobs``) holds each job's directory.
@@ -76,12 +85,21 @@ def launch(
         raise ValueError(f"shutdown_process_timeout must be a positive number of seconds, got {shutdown_process_timeout!r}")
     if not isinstance(departure_timeout, int) or departure_timeout < 0:
         raise ValueError(f"departure_timeout must be a non-negative whole number of seconds, got {departure_timeout!r}")
+    if not isinstance(metadata, str):
+        raise TypeError(f"metadata must be a string (ctx.job.metadata; use json.dumps for structures), got {type(metadata).__name__}")
+    if not isinstance(agent_name, str):
+        raise TypeError(f"agent_name must be a string, got {type(agent_name).__name__}")
+    if on_session_end is not None and not callable(on_session_end):
+        raise TypeError(f"on_session_end must be an async function taking the JobContext, got {type(on_session_end).__name__}")
 
     entrypoint_blob = ship(entrypoint, role="entrypoint")
+    session_end_blob = ship(on_session_end, role="on_session_end") if on_session_end is not None else None
+    environ = dict(os.environ)
     prewarm_spec = None
     if prewarm is not None:
         prewarm_blob = ship(prewarm, role="prewarm")
-        prewarm_spec = (prewarm_blob, digest(prewarm_blob))
+        # the environment is part of what a prewarmed process ran with: a changed one needs a fresh prewarm
+        prewarm_spec = (prewarm_blob, digest(prewarm_blob + _environ_bytes(environ)), environ)
 
     job_id = assignment.job_id if assignment is not None else \
         "AJ_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(12))
@@ -117,6 +135,10 @@ def launch(
         launched_at=job.launched_perf,
         assignment=assignment,
         recording=recording_options,
+        metadata=metadata,
+        agent_name=agent_name,
+        environ=environ,
+        session_end_blob=session_end_blob,
     )
     handle = pool.acquire(start.prewarm_digest)
     if handle is not None:
@@ -144,6 +166,10 @@ def _check_entrypoint(entrypoint: Any) -> None:
     if not (inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))):
         name = getattr(entrypoint, "__name__", repr(entrypoint))
         raise TypeError(f"the entrypoint {name!r} must be an async function: write `async def {name}(ctx: JobContext):`")
+
+
+def _environ_bytes(environ: dict[str, str]) -> bytes:
+    return "\0".join(f"{name}={value}" for name, value in sorted(environ.items())).encode("utf-8", "surrogateescape")
 
 
 def _to_message(credentials: Credentials) -> ipc.EngineCredentials:

@@ -1,9 +1,23 @@
 """The job process: receives a job over its IPC channel, runs the entrypoint, and ends it cleanly.
 
-One process runs one job. It enforces ``shutdown_process_timeout`` itself, from a thread, on every
-ending path (``ctx.shutdown()``, ``job.stop()``, the room closing or being deleted, the server going
-away, an exception in the entrypoint, the kernel going away): when the deadline passes, it records
-which shutdown callbacks were cut off and exits. The kernel kills it one second later if it has not.
+One process runs one job, under livekit-agents' own ``JobContext`` and ``JobProcess`` (built as
+livekit-agents' job process builds them: :mod:`nbagents.runtime._agents`), so ``get_job_context()``,
+``AgentSession`` and the rest of livekit-agents work as under a livekit-agents worker. What nbagents adds:
+
+- the environment: the kernel's ``os.environ`` as it was at launch, then the engine's credentials
+  (``LIVEKIT_URL``, ``LIVEKIT_API_KEY``, ``LIVEKIT_API_SECRET``, as livekit-agents exports them);
+- the room: a launched job creates it (with its ``departure_timeout``) and mints its agent token itself;
+  a dispatched job (``%agent serve``) joins with the server's token;
+- the shutdown, in livekit-agents' order (the entrypoint's grace, the primary ``AgentSession`` closing, its
+  ``on_session_end``, the room disconnecting, the shutdown callbacks), with each callback's outcome and
+  JSON return value kept, and ``shutdown_process_timeout`` enforced from a thread on every ending path
+  (``ctx.shutdown()``, ``job.stop()``, SIGTERM, the room closing or being deleted, the server going away,
+  an exception in the entrypoint, the kernel going away): when the deadline passes, it records which
+  shutdown callbacks were cut off and exits. The kernel kills it one second later if it has not;
+- signals: SIGINT is ignored (as livekit-agents' job processes do: a Ctrl-C meant for a terminal or the
+  kernel must not kill jobs); SIGTERM starts a normal shutdown (livekit-agents ignores it; here it is how
+  a terminal asks a job to end);
+- the events the kernel and the on-disk log receive (:mod:`nbagents.runtime.events`).
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import io
 import logging
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -22,10 +37,12 @@ from typing import Any, Awaitable, Callable
 
 from livekit import api, rtc
 from livekit.protocol import agent as agent_pb
+from livekit.protocol import models as models_pb
 
+from nbagents.runtime import _agents
 from nbagents.runtime import events as ev
 from nbagents.runtime import ipc
-from nbagents.runtime.context import JobContext, JobProcess, _ShutdownCallback, current_process
+from nbagents.runtime.context import JobRoom
 from nbagents.runtime.monitor import RoomMonitor, SessionMonitor
 from nbagents.runtime.persist import EventLog, jsonable, write_json_atomic
 from nbagents.runtime.recorder import AudioRecorder, RecordingOptions
@@ -37,15 +54,31 @@ __all__ = ["JobRuntime", "process_main"]
 HEARTBEAT_SECONDS = 0.2
 UNRESPONSIVE_AFTER_SECONDS = 2.0
 BLOCKED_STOP_GRACE_SECONDS = 3.0
-ENTRYPOINT_GRACE_SECONDS = 0.5
+# How long the entrypoint may still run once the job is shutting down, before it is cancelled. livekit-agents
+# waits 15 s on every path; nbagents does too when the job itself asked (ctx.shutdown(), the entrypoint
+# raising), and 1 s when the ending came from outside (a stop from the notebook, SIGTERM, the room closing,
+# the kernel exiting), where the entrypoint is usually still waiting for something that will not come.
+ENTRYPOINT_GRACE_SECONDS = 15.0
+EXTERNAL_STOP_GRACE_SECONDS = 1.0
+SESSION_CLOSE_TIMEOUT_SECONDS = 60.0  # livekit-agents' guard on the primary AgentSession's aclose()
+SESSION_END_TIMEOUT_SECONDS = 300.0  # livekit-agents' default session_end_timeout (on_session_end)
 DISCONNECT_TIMEOUT_SECONDS = 3.0
+NOT_CONNECTED_WARNING_SECONDS = 10.0  # as livekit-agents warns
 AUDIO_LOG_EVERY = 20  # one AudioStats of 20 (about one a second per track) goes to the on-disk log
+
+# the shutdown reasons livekit-agents passes to shutdown callbacks, for the paths it shares with nbagents
+REASON_USER = "user requested"
+REASON_ROOM_DISCONNECTED = "room disconnected"
+REASON_CRASHED = "job crashed"
+REASON_KERNEL_GONE = "the notebook kernel exited"
+REASON_SIGTERM = "SIGTERM"
 
 logger = logging.getLogger("nbagents.job")
 
 
 def process_main(sock_fd: int) -> int:
     """Entry of a freshly forked job process: wait (idle) for a job, then run it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as livekit-agents' job processes: Ctrl-C is not for jobs
     channel = ipc.Channel(_socket_from_fd(sock_fd))
     job_waiting = _readable(channel, 0)  # queued before the fork: no time to warm up, run it now
     host = _Host(channel)
@@ -60,12 +93,25 @@ def process_main(sock_fd: int) -> int:
         if message is None:
             return 0  # the kernel closed our channel before giving us a job
         if isinstance(message, ipc.Prewarm):
+            _apply_environment(message.environ)
             error = _run_prewarm(proc, message.blob)
-            proc._prewarm_digest = None if error else message.digest  # type: ignore[attr-defined]
+            proc._nbagents_prewarm_digest = None if error else message.digest  # type: ignore[attr-defined]
             channel.send(ipc.ProcessReady(os.getpid(), message.digest, error))
             warm = True
         elif isinstance(message, ipc.StartJob):
             return JobRuntime(host, message, proc, warm=warm).run()
+
+
+_process: Any = None
+
+
+def current_process() -> Any:
+    """livekit-agents' ``JobProcess`` of this process (one per process: prewarm fills its ``userdata``
+    before the job, which then finds it in ``ctx.proc``)."""
+    global _process
+    if _process is None:
+        _process = _agents.new_job_process()
+    return _process
 
 
 class _Host:
@@ -120,6 +166,14 @@ class _Host:
         async def rehearsal() -> None:
             room = rtc.Room()
             RoomMonitor(room, lambda event: None, lambda where, exc: None)
+            SessionMonitor(lambda event: None, lambda where, exc: None)
+            job = _job_proto("AJ_rehearsal", "rehearsal", metadata="", agent_name="")
+            token = _agent_token("devkey", "rehearsal-secret-rehearsal-secret", "agent-rehearsal", "rehearsal", "")
+            ctx = _agents.new_job_context(proc=current_process(), job=job, url="ws://127.0.0.1:1", token=token,
+                                          identity="agent-rehearsal", worker_id="rehearsal", room=room,
+                                          on_connect=lambda: None, on_shutdown=lambda reason: None)
+            _agents.record_shutdown_callbacks(ctx, lambda entry, callback, takes_reason: None)
+            ctx._tempdir.cleanup()  # the context's temporary directory (a real job's cleanup removes it)
             blob = _ship_for_rehearsal()
             await unship(blob)(None)
             ev.StateChanged(state="running").to_json()
@@ -148,7 +202,7 @@ def _readable(channel: ipc.Channel, timeout: float) -> bool:
     return bool(ready)
 
 
-def _run_prewarm(proc: JobProcess, blob: bytes) -> str | None:
+def _run_prewarm(proc: Any, blob: bytes) -> str | None:
     try:
         fnc = unship(blob)
         fnc(proc)
@@ -157,10 +211,52 @@ def _run_prewarm(proc: JobProcess, blob: bytes) -> str | None:
         return format_current_exception()
 
 
+def _apply_environment(environ: dict[str, str] | None) -> None:
+    """Make this process's environment the kernel's, as it was when the job was launched."""
+    if environ is None:
+        return
+    for name in [name for name in os.environ if name not in environ]:
+        del os.environ[name]
+    for name, value in environ.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+def _job_proto(job_id: str, room: str, *, metadata: str, agent_name: str) -> Any:
+    """The ``livekit.Job`` a launched job runs as (what a dispatch would have given it)."""
+    return agent_pb.Job(id=job_id, room=models_pb.Room(name=room), type=agent_pb.JobType.JT_ROOM,
+                        metadata=metadata, agent_name=agent_name)
+
+
+def _agent_token(key: str, secret: str, identity: str, room: str, agent_name: str) -> str:
+    """A launched job's token: an agent participant of the room, with the attributes and grants a server's
+    dispatch gives one: ``lk.agent.name`` (livekit-agents' worker asks for it) and ``lk.agent_name``
+    (livekit-server adds it to every dispatched agent's token)."""
+    return (
+        api.AccessToken(key, secret)
+        .with_identity(identity)
+        .with_kind("agent")
+        .with_attributes({"lk.agent.name": agent_name, "lk.agent_name": agent_name})
+        .with_grants(api.VideoGrants(room_join=True, room=room, agent=True, can_update_own_metadata=True))
+        .to_jwt()
+    )
+
+
+class _Callback:
+    """One registered shutdown callback: the entry livekit-agents keeps, and what nbagents needs to run it."""
+
+    def __init__(self, name: str, entry: Callable[[str], Any], callable_: Callable[..., Any], takes_reason: bool) -> None:
+        self.name = name
+        self.entry = entry  # what livekit-agents holds in ctx._shutdown_callbacks
+        self.callable = callable_  # what the user registered (its return value is persisted)
+        self.takes_reason = takes_reason
+        self.framework = _agents.framework_callback(callable_)  # an AgentSession closing, not a user's hook
+
+
 class JobRuntime:
     """Runs one job in this process: lifecycle, events, deadline, persisted state."""
 
-    def __init__(self, host: _Host, start: ipc.StartJob, proc: JobProcess, *, warm: bool) -> None:
+    def __init__(self, host: _Host, start: ipc.StartJob, proc: Any, *, warm: bool) -> None:
         self.host = host
         self.channel = host.channel
         self.start = start
@@ -169,24 +265,23 @@ class JobRuntime:
         self.log_dir = Path(start.log_dir)
         self.kernel_alive = True
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.ctx: JobContext | None = None
-        self.token_claims: Any = None
+        self.ctx: Any = None
         self.entrypoint_error: str | None = None
         self.failure: str | None = None
         self.shutdown_reason: str | None = None
         self.deadline: float | None = None
         self.callback_outcomes: dict[str, ev.CallbackOutcome] = {}
         self.callback_tasks: dict[str, asyncio.Task[Any]] = {}
+        self.callbacks: list[_Callback] = []
         self.finished = threading.Event()
         self._finish_lock = threading.Lock()
         self._credentials: ipc.EngineCredentials | None = start.credentials
         self._engine_error: str | None = None
-        self._credentials_ready = threading.Event()
-        if self._credentials is not None:
-            self._credentials_ready.set()
         self._credentials_future: asyncio.Future[None] | None = None
-        self._shutdown_future: asyncio.Future[str] | None = None
+        self._shutdown_future: asyncio.Future[tuple[str, bool]] | None = None
+        self._room_created: asyncio.Future[None] | None = None
         self._close_hooks: list[Callable[[], Awaitable[Any]]] = []
+        self._connected = False
         self._last_beat = time.monotonic()
         self._audio_count = 0
         self._state = "starting"
@@ -195,6 +290,7 @@ class JobRuntime:
     # ---- the process ------------------------------------------------------------------------------
 
     def run(self) -> int:
+        _apply_environment(self.start.environ)  # before any user code: the kernel's environment at launch
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.event_log = EventLog(self.log_dir / "events.jsonl")
         self._redirect_output()
@@ -205,6 +301,7 @@ class JobRuntime:
         if self._credentials is not None:
             _export_credentials(self._credentials)
             self._credentials_future.set_result(None)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         self.host.attach(self)
         threading.Thread(target=self._watchdog, name="nbagents-watchdog", daemon=True).start()
         self.loop.call_soon(self._beat)
@@ -231,6 +328,11 @@ class JobRuntime:
         if root.level > logging.INFO or root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
         logging.getLogger("livekit").setLevel(logging.WARNING)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        """SIGTERM: a normal shutdown (hooks run, the deadline holds). Runs on the main thread between
+        bytecodes, even while the event loop is blocked, so the deadline is armed at once."""
+        self._request_shutdown_threadsafe(REASON_SIGTERM)
 
     # ---- events -----------------------------------------------------------------------------------
 
@@ -268,16 +370,13 @@ class JobRuntime:
         assert self.loop is not None
         if message is None:
             self.kernel_alive = False
-            self._request_shutdown_threadsafe("the notebook kernel exited")
+            self._request_shutdown_threadsafe(REASON_KERNEL_GONE)
             return
         if isinstance(message, ipc.EngineCredentials):
             self._credentials = message
-            _export_credentials(message)
-            self._credentials_ready.set()
             self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
         elif isinstance(message, ipc.EngineFailed):
             self._engine_error = message.message
-            self._credentials_ready.set()
             self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
         elif isinstance(message, ipc.StopJob):
             self._request_shutdown_threadsafe(message.reason)
@@ -288,110 +387,169 @@ class JobRuntime:
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.request_shutdown, reason)
 
-    # ---- credentials and connection ---------------------------------------------------------------
+    # ---- the job context --------------------------------------------------------------------------
 
-    def credentials_blocking(self, timeout: float) -> tuple[str, str, str]:
-        if not self._credentials_ready.wait(timeout):
-            raise RuntimeError(f"the LiveKit server was not ready after {timeout:.0f} s")
-        return self._credentials_tuple()
-
-    def _credentials_tuple(self) -> tuple[str, str, str]:
-        if self._engine_error is not None:
-            raise RuntimeError(f"no LiveKit server for this job: {self._engine_error}")
-        assert self._credentials is not None
-        return self._credentials.url, self._credentials.api_key, self._credentials.api_secret
-
-    def on_close(self, hook: Callable[[], Awaitable[Any]]) -> None:
-        self._close_hooks.append(hook)
-
-    async def connect_room(self, ctx: JobContext, options: rtc.RoomOptions) -> None:
-        t0 = time.perf_counter()
-        assert self._credentials_future is not None
-        await self._credentials_future
-        url, key, secret = self._credentials_tuple()
-        room_name = self.start.room
-        assignment = self.start.assignment
-        if assignment is not None:  # dispatched: the server made the room and the token
-            self.token_claims = api.TokenVerifier(key, secret).verify(assignment.token)
-            await ctx.room.connect(assignment.url or url, assignment.token, options)
-            self.emit(ev.RoomConnected(room=room_name, room_sid=ctx.room._info.sid, url=assignment.url or url,
-                                       identity=ctx.local_participant_identity, seconds=time.perf_counter() - t0))
-            self.monitor.snapshot()
-            return
-        await ctx.api.room.create_room(
-            api.CreateRoomRequest(name=room_name, departure_timeout=self.start.departure_timeout)
+    def _build_context(self, url: str, key: str, secret: str) -> Any:
+        """livekit-agents' JobContext for this job: the dispatched job and its token, or a launched job's own."""
+        start = self.start
+        assignment = start.assignment
+        if assignment is not None:  # dispatched (%agent serve): the server's job, room and token
+            job = agent_pb.Job.FromString(assignment.job)
+            url, token, identity = assignment.url or url, assignment.token, assignment.identity
+            self._room_created = None
+        else:
+            job = _job_proto(start.job_id, start.room, metadata=start.metadata, agent_name=start.agent_name)
+            identity = f"agent-{start.job_id}"
+            token = _agent_token(key, secret, identity, start.room, start.agent_name)
+            self._room_created = asyncio.ensure_future(self._create_room(url, key, secret))
+        self.url = url
+        room = JobRoom(self)
+        ctx = _agents.new_job_context(
+            proc=self.proc, job=job, url=url, token=token, identity=identity, worker_id=f"nbagents-{os.getpid()}",
+            room=room, on_connect=self._on_ctx_connect, on_shutdown=self._on_ctx_shutdown,
         )
-        token = (
-            api.AccessToken(key, secret)
-            .with_identity(ctx.local_participant_identity)
-            .with_kind("agent")
-            .with_grants(
-                api.VideoGrants(room_join=True, room=room_name, agent=True, can_update_own_metadata=True)
+        _agents.record_shutdown_callbacks(ctx, self._on_callback_added)
+        return ctx
+
+    async def _create_room(self, url: str, key: str, secret: str) -> None:
+        """CreateRoom with the job's departure_timeout (concurrently with the entrypoint's first lines)."""
+        lkapi = api.LiveKitAPI(url=_http_url(url), api_key=key, api_secret=secret)
+        try:
+            await lkapi.room.create_room(
+                api.CreateRoomRequest(name=self.start.room, departure_timeout=self.start.departure_timeout)
             )
-        )
-        self.token_claims = token.claims if hasattr(token, "claims") else None
-        await ctx.room.connect(url, token.to_jwt(), options)
-        seconds = time.perf_counter() - t0
+        finally:
+            await lkapi.aclose()
+
+    async def before_connect(self) -> None:
+        """Called by the job's room before it connects: the room must exist with the job's settings."""
+        if self._room_created is None:
+            return
+        try:
+            await asyncio.shield(self._room_created)
+        except Exception as exc:
+            raise ConnectionError(
+                f"nbagents could not create the room {self.start.room!r} on the LiveKit server at {self.url}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def on_room_connected(self, url: str, started: float) -> None:
+        """The job's room connected (through ctx.connect(), an AgentSession, or room.connect itself)."""
+        self._connected = True
+        room = self.ctx.room
         self.emit(
             ev.RoomConnected(
-                room=room_name,
-                room_sid=ctx.room._info.sid,  # known from the join response (the public getter is async)
+                room=room.name,
+                room_sid=room._info.sid,  # known from the join response (the public getter is async)
                 url=url,
-                identity=ctx.local_participant_identity,
-                seconds=seconds,
+                identity=room.local_participant.identity,
+                seconds=time.perf_counter() - started,
             )
         )
         self.monitor.snapshot()
+
+    def _on_ctx_connect(self) -> None:
+        self._connected = True
+
+    def _on_ctx_shutdown(self, reason: str) -> None:
+        """``ctx.shutdown(reason)``: the job itself asked to end."""
+        self.request_shutdown(reason or REASON_USER, user_initiated=True)
+
+    def _on_callback_added(self, entry: Callable[[str], Any], callback: Callable[..., Any], takes_reason: bool) -> None:
+        name = getattr(callback, "__name__", None) or type(callback).__name__
+        existing = {cb.name for cb in self.callbacks}
+        unique, n = name, 2
+        while unique in existing:
+            unique, n = f"{name}#{n}", n + 1
+        self.callbacks.append(_Callback(unique, entry, callback, takes_reason))
+
+    def _shutdown_callbacks(self) -> list[_Callback]:
+        """Every callback livekit-agents would run, in its order, as nbagents runs them."""
+        known = {id(cb.entry): cb for cb in self.callbacks}
+        found = []
+        for entry in _agents.registered_shutdown_callbacks(self.ctx) if self.ctx is not None else []:
+            callback = known.get(id(entry))
+            if callback is None:  # appended to the list directly: run it as livekit-agents would
+                name = getattr(entry, "__qualname__", None) or type(entry).__name__
+                callback = _Callback(name, entry, entry, True)
+                self.callbacks.append(callback)
+            found.append(callback)
+        return found
+
+    def _user_callbacks(self) -> list[_Callback]:
+        return [cb for cb in self.callbacks if not cb.framework]
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
     async def _main(self) -> None:
         start = self.start
-        ctx = JobContext(runtime=self, proc=self.proc, job_id=start.job_id, room_name=start.room)
-        if start.assignment is not None:  # ctx.job and the identity are the server's
-            ctx._job = agent_pb.Job.FromString(start.assignment.job)
-            ctx._identity = start.assignment.identity
-        self.ctx = ctx
-        self.monitor = RoomMonitor(ctx.room, self.emit, self.report_exception, recorder=_recorder(start, self))
-        self.on_close(self.monitor.flush_logs)
-        ctx.room.on("disconnected", self._on_disconnected)
-        self.loop.set_exception_handler(self._loop_exception)  # type: ignore[union-attr]
-        if start.prewarm_blob is not None and getattr(self.proc, "_prewarm_digest", None) != start.prewarm_digest:
+        assert self.loop is not None and self._shutdown_future is not None and self._credentials_future is not None
+        self.loop.set_exception_handler(self._loop_exception)
+        if start.prewarm_blob is not None and getattr(self.proc, "_nbagents_prewarm_digest", None) != start.prewarm_digest:
             error = _run_prewarm(self.proc, start.prewarm_blob)
             if error is not None:
-                self.failure = f"prewarm raised:\n{error}"
-                self.emit(ev.ErrorRaised(where="prewarm", message=error.strip().splitlines()[-1], traceback=error))
-                self.request_shutdown("prewarm raised")
+                self._fail_before_start("prewarm", "prewarm raised", error)
+                return
         entrypoint = unship(start.entrypoint_blob)
-        if "livekit.agents" in sys.modules:  # the entrypoint uses livekit-agents: follow its AgentSessions
-            from nbagents.runtime import _agents
-
-            self.sessions = SessionMonitor(self.emit, self.report_exception)
-            _agents.follow_sessions(lambda session, agent, primary: self.sessions.attach(session, agent, primary=primary))
+        session_end = unship(start.session_end_blob) if start.session_end_blob is not None else None
+        await self._credentials_future  # only waits when the engine was still starting at launch
+        if self._engine_error is not None:
+            self._fail_before_start("engine", f"no LiveKit server for this job: {self._engine_error}")
+            return
+        assert self._credentials is not None
+        _export_credentials(self._credentials)
+        ctx = self.ctx = self._build_context(*self._credentials_tuple())
+        deactivate = _agents.activate(ctx)
+        self.monitor = RoomMonitor(ctx.room, self.emit, self.report_exception, recorder=_recorder(start, self))
+        self._close_hooks.append(self.monitor.flush_logs)
+        self.sessions = SessionMonitor(self.emit, self.report_exception)
+        _agents.follow_sessions(self._on_session_start)
+        ctx.room.on("disconnected", self._on_disconnected)
         self.set_state("running")
-        if self.failure is None:
-            self.emit(ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
-            entry_task = asyncio.ensure_future(entrypoint(ctx))
-            entry_task.add_done_callback(self._on_entrypoint_done)
-            # off the launch path: the first result.json says the job started (and who it is)
-            self.loop.call_soon(self._write_result_soon, "running")
-        else:
-            entry_task = None
-        assert self._shutdown_future is not None
-        reason = await self._shutdown_future
-        await self._shut_down(entry_task, reason)
+        self.emit(ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
+        entry_task = asyncio.ensure_future(entrypoint(ctx))
+        entry_task.add_done_callback(self._on_entrypoint_done)
+        # off the launch path: the first result.json says the job started (and who it is)
+        self.loop.call_soon(self._write_result_soon, "running")
+        warning = self.loop.call_later(NOT_CONNECTED_WARNING_SECONDS, self._warn_not_connected)
+        reason, user_initiated = await self._shutdown_future
+        warning.cancel()
+        await self._shut_down(entry_task, reason, user_initiated, session_end)
+        await self._close(deactivate)
+
+    def _on_session_start(self, session: Any, agent: Any, primary: bool) -> None:
+        self.sessions.attach(session, agent, primary=primary)
+
+    def _fail_before_start(self, where: str, failure: str, detail: str = "") -> None:
+        """The job cannot start (its prewarm raised, no engine): it fails without running the entrypoint."""
+        self.failure = f"{failure}:\n{detail}" if detail else failure
+        message = detail.strip().splitlines()[-1] if detail.strip() else failure
+        self.emit(ev.ErrorRaised(where=where, message=message, traceback=detail))
+        self.shutdown_reason = failure
+        self._finish("failed")
+
+    def _warn_not_connected(self) -> None:
+        if not self._connected and self.shutdown_reason is None:
+            logger.warning(
+                "the job has not connected to its room %.0f s after its entrypoint started: call `await ctx.connect()` "
+                "(or start an AgentSession with room=ctx.room)", NOT_CONNECTED_WARNING_SECONDS,
+            )
 
     def _write_result_soon(self, state: str) -> None:
         if not self.finished.is_set() and self._state == state:
             with contextlib.suppress(OSError):
                 write_json_atomic(self.log_dir / "result.json", self._result_document(state))
 
-    def request_shutdown(self, reason: str) -> None:
-        """First request wins; later ones are ignored (the reason of the first is kept)."""
+    def request_shutdown(self, reason: str, *, user_initiated: bool = False) -> None:
+        """First request wins; later ones are ignored (the reason of the first is kept).
+
+        ``user_initiated``: the job itself asked (``ctx.shutdown()``, its entrypoint raising), as livekit-agents
+        tells them apart; it decides how long the entrypoint may still run.
+        """
         self._arm_deadline()
         if self._shutdown_future is not None and not self._shutdown_future.done():
             self.shutdown_reason = reason
-            self._shutdown_future.set_result(reason)
+            self._shutdown_future.set_result((reason, user_initiated))
 
     def _on_entrypoint_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
@@ -401,14 +559,16 @@ class JobRuntime:
             tb = format_exception(exc)
             self.entrypoint_error = tb
             self.emit(ev.ErrorRaised(where="entrypoint", message=f"{type(exc).__name__}: {exc}", traceback=tb))
-            self.request_shutdown(f"the entrypoint raised {type(exc).__name__}: {exc}")
+            self.request_shutdown(REASON_CRASHED, user_initiated=True)  # livekit-agents' reason for this path
 
     def _on_disconnected(self, reason: Any = None) -> None:
         try:
             name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else str(reason)
         except ValueError:
             name = str(reason)
-        self.request_shutdown(f"room disconnected ({name})")
+        if self.shutdown_reason is None:
+            logger.info("the room disconnected the job (%s)", name)
+        self.request_shutdown(REASON_ROOM_DISCONNECTED)
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
@@ -417,27 +577,52 @@ class JobRuntime:
         else:
             self.emit(ev.ErrorRaised(where="event loop", message=str(context.get("message")), traceback=""))
 
-    async def _shut_down(self, entry_task: asyncio.Task[Any] | None, reason: str) -> None:
+    async def _shut_down(self, entry_task: asyncio.Task[Any], reason: str, user_initiated: bool, session_end: Any) -> None:
+        """livekit-agents' shutdown sequence (``_JobProc._shutdown_job``), each step reported, all under the deadline."""
         ctx = self.ctx
-        assert ctx is not None
         self._arm_deadline()
-        names = tuple(cb.name for cb in ctx._shutdown_callbacks)
+        names = tuple(cb.name for cb in self._user_callbacks())
         self.set_state("shutting_down", reason)
         self.emit(ev.ShutdownStarted(reason=reason, deadline=self.deadline or 0.0, callbacks=names))
         write_json_atomic(self.log_dir / "result.json", self._result_document("shutting_down"))
-        if entry_task is not None and not entry_task.done():
-            await asyncio.wait([entry_task], timeout=ENTRYPOINT_GRACE_SECONDS)
+        # 1. the entrypoint may finish what it is doing, then it is cancelled
+        if not entry_task.done():
+            grace = ENTRYPOINT_GRACE_SECONDS if user_initiated else EXTERNAL_STOP_GRACE_SECONDS
+            await asyncio.wait([entry_task], timeout=grace)
             if not entry_task.done():
                 entry_task.cancel()
-                await asyncio.wait([entry_task], timeout=ENTRYPOINT_GRACE_SECONDS)
-        for task in list(ctx._participant_tasks.values()):
-            task.cancel()
+                await asyncio.wait([entry_task], timeout=self._remaining())
+        # 2. the primary AgentSession closes, then on_session_end and its report
+        try:
+            await _agents.end_primary_session(ctx, min(SESSION_CLOSE_TIMEOUT_SECONDS, self._remaining()))
+        except Exception as exc:
+            self.report_exception("closing the primary AgentSession", exc)
+        if session_end is not None:
+            try:
+                await asyncio.wait_for(session_end(ctx), min(SESSION_END_TIMEOUT_SECONDS, self._remaining()))
+            except Exception as exc:
+                self.report_exception("on_session_end", exc)
+        # 3. the room disconnects
         await self.monitor.aclose()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ctx.room.disconnect(), DISCONNECT_TIMEOUT_SECONDS)
-        tasks = [asyncio.ensure_future(self._run_callback(cb, reason)) for cb in ctx._shutdown_callbacks]
+        # 4. the shutdown callbacks, all at once (as livekit-agents gathers them)
+        tasks = [asyncio.ensure_future(self._run_callback(cb, reason)) for cb in self._shutdown_callbacks()]
         if tasks:
             await asyncio.wait(tasks)
+
+    async def _close(self, deactivate: Callable[[], Any]) -> None:
+        """After the callbacks: livekit-agents' own cleanup, nbagents' connections, the final result."""
+        ctx = self.ctx
+        for task in list(ctx._participant_tasks.values()):
+            task.cancel()
+        try:
+            await asyncio.wait_for(_agents.deactivate(ctx), max(0.1, min(5.0, self._remaining())))
+        except Exception as exc:
+            self.report_exception("livekit-agents' job cleanup", exc)
+        deactivate()
+        if self._room_created is not None and not self._room_created.done():
+            self._room_created.cancel()
         for hook in self._close_hooks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(hook(), 1.0)
@@ -446,19 +631,26 @@ class JobRuntime:
         )
         self._finish("failed" if failed else "succeeded")
 
-    async def _run_callback(self, callback: _ShutdownCallback, reason: str) -> None:
+    def _remaining(self) -> float:
+        """Seconds left before the shutdown deadline (at least a little, so a step can still start)."""
+        return max(0.01, (self.deadline or time.time()) - time.time())
+
+    async def _run_callback(self, callback: _Callback, reason: str) -> None:
         started = time.time()
         task = asyncio.current_task()
         assert task is not None
-        self.callback_tasks[callback.name] = task
+        if not callback.framework:
+            self.callback_tasks[callback.name] = task
         try:
-            result = callback.fnc(reason) if callback.takes_reason else callback.fnc()
+            fnc = callback.callable
+            result = fnc(reason) if callback.takes_reason else fnc()
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                 result = await result
         except BaseException as exc:
             tb = format_exception(exc)
+            where = f"shutdown callback {callback.name}" if not callback.framework else f"livekit-agents' shutdown callback {callback.name}"
+            self.emit(ev.ErrorRaised(where=where, message=f"{type(exc).__name__}: {exc}", traceback=tb))
             outcome = ev.CallbackOutcome(name=callback.name, status="failed", error=tb, started=started, ended=time.time())
-            self.emit(ev.ErrorRaised(where=f"shutdown callback {callback.name}", message=f"{type(exc).__name__}: {exc}", traceback=tb))
         else:
             ok, value = jsonable(result)
             if ok:
@@ -473,6 +665,8 @@ class JobRuntime:
                 )
         finally:
             self.callback_tasks.pop(callback.name, None)
+        if callback.framework:
+            return
         with self._finish_lock:
             if self.finished.is_set():
                 return
@@ -508,8 +702,7 @@ class JobRuntime:
             self.finished.set()
 
     def _result_document(self, state: str, error: str | None = None) -> dict[str, Any]:
-        ctx = self.ctx
-        pending = [cb.name for cb in (ctx._shutdown_callbacks if ctx else []) if cb.name not in self.callback_outcomes]
+        pending = [cb.name for cb in self._user_callbacks() if cb.name not in self.callback_outcomes]
         return {
             "job_id": self.start.job_id,
             "room": self.start.room,
@@ -559,8 +752,7 @@ class JobRuntime:
                 self._cut_off(f"shutdown_process_timeout ({self.start.shutdown_process_timeout:g} s) exceeded")
 
     def _cut_off(self, why: str) -> None:
-        ctx = self.ctx
-        for cb in ctx._shutdown_callbacks if ctx else []:
+        for cb in self._user_callbacks():
             if cb.name in self.callback_outcomes:
                 continue
             task = self.callback_tasks.get(cb.name)
@@ -571,6 +763,14 @@ class JobRuntime:
         self.emit(ev.LogRecord(level="ERROR", logger="nbagents", message=f"killing the job process: {why}"))
         self._finish("killed", extra_error=f"killed: {why}")
         os._exit(1)
+
+    def _credentials_tuple(self) -> tuple[str, str, str]:
+        assert self._credentials is not None
+        return self._credentials.url, self._credentials.api_key, self._credentials.api_secret
+
+
+def _http_url(url: str) -> str:
+    return url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
 
 
 def _recorder(start: ipc.StartJob, runtime: JobRuntime) -> AudioRecorder | None:

@@ -60,6 +60,10 @@ async def test_voice_session_events_and_transcript(server, room_name) -> None:
     answers = [m for m in job.sessions[1].metrics if m.role == "assistant"]
     assert answers and all(m.llm_ttft is not None and m.llm_ttft >= 0 for m in answers)
 
+    closed = [e for e in job.events if isinstance(e, ev.SessionClosed)]
+    assert [(e.session, e.reason) for e in closed] == [(1, "user_initiated")]  # as livekit-agents closes a primary session
+    assert [e.primary for e in started] == [True]
+
     on_disk = json.loads((job.log_dir / "result.json").read_text())
     assert on_disk["transcript"] == result.transcript
     logged = [ev.from_json(r) for r in read_event_log(job.log_dir / "events.jsonl") if r["kind"] == "conversation_item"]
