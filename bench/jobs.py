@@ -7,6 +7,11 @@ in a fresh kernel, for a process without a warm one, and from the warm pool; ``c
 RSS/PSS/USS per job process; ``ctx.shutdown()`` -> process exit; the same for livekit-agents (PROCESS
 executor via ``AgentServer`` + ``simulate_job``, idle pool 0 and 1), and the ratios nbagents / livekit-agents.
 Both sides use CLOCK_MONOTONIC (``time.perf_counter``), which is shared by all processes on Linux.
+
+Both run the entrypoint under livekit-agents' own ``JobContext``, with livekit-agents loaded in the job
+process (nbagents preloads it in its zygote, livekit-agents in its forkserver), both without the local
+inference models (``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE=0``, nbagents' default). The targets: nbagents no
+slower than livekit-agents on each launch path and on shutdown -> exit, and its job processes no larger (PSS).
 """
 
 from __future__ import annotations
@@ -292,9 +297,9 @@ def main() -> int:
         },
         "targets": {
             "warm_launch_no_slower_than_livekit_agents": p50(nb["warm_pool"], "launch_ms") <= p50(lk1["steady"], "launch_ms"),
-            "launch_without_warm_process_le_50ms": p50(nb["no_warm_process"], "launch_ms") <= 50,
-            "first_job_fresh_kernel_le_1500ms": p50(first, "launch_ms") <= 1500,
-            "shutdown_to_exit_le_100ms": p50(nb["warm_pool"], "shutdown_to_exit_ms") <= 100,
+            "launch_without_warm_process_no_slower": p50(nb["no_warm_process"], "launch_ms") <= p50(lk0["steady"], "launch_ms"),
+            "first_job_fresh_kernel_no_slower": p50(first, "launch_ms") <= lk0["first_job"]["launch_ms"],
+            "shutdown_to_exit_no_slower": p50(nb["warm_pool"], "shutdown_to_exit_ms") <= p50(lk1["steady"], "shutdown_to_exit_ms"),
             "job_pss_no_larger": p50(nb["warm_pool"], "pss_mb") <= p50(lk1["steady"], "pss_mb"),
         },
     }

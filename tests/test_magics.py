@@ -324,3 +324,50 @@ def test_entrypoint_option_still_picks_a_plain_function_beside_a_server(shell):
     )
     result = ok(shell.run_cell(cell)).result(WAIT)
     assert (result.shutdown_reason, result.persisted) == ("plain one", {"name": "named"})
+
+
+def _readme_cells() -> list[str]:
+    """The README's ``%%agent`` examples, in order."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if block.startswith("%%agent")]
+
+
+@pytest.mark.timeout(400)  # two AgentSession jobs, one after the other, on a loaded machine
+def test_the_readme_agent_session_quickstart_and_pasted_example_run(shell, lk_server):
+    from livekit import api, rtc
+
+    cells = _readme_cells()
+    quickstart = next(c for c in cells if "AgentSession()" in c and "def entrypoint" in c)
+    pasted = next(c for c in cells if "cli.run_app(server)" in c)
+    room = room_name()
+    job = ok(shell.run_cell(quickstart.replace("--room quickstart", f"--room {room}", 1)))
+    wait_until(lambda: job.transcript or job.done, "the agent's greeting")
+    result = ok(shell.run_cell("result = %agent stop\nresult"))
+    assert result.state == "succeeded", result.error
+    assert [(t["role"], t["text"]) for t in result.transcript] == [("assistant", "Hello from a notebook job!")]
+    assert job.sessions[1].primary and job.sessions[1].agent == "Agent"
+
+    support = room_name()
+    job = ok(shell.run_cell(pasted.replace("--room support", f"--room {support}", 1)))
+
+    async def agent_attributes() -> dict:
+        token = api.AccessToken(lk_server.api_key, lk_server.api_secret).with_identity("visitor").with_grants(
+            api.VideoGrants(room_join=True, room=support)).to_jwt()
+        visitor = rtc.Room()
+        await visitor.connect(lk_server.url, token)
+        try:
+            for _ in range(3000):
+                agent = visitor.remote_participants.get(f"agent-{job.id}")
+                if agent is not None and "lk.agent.state" in agent.attributes:
+                    return dict(agent.attributes)
+                await asyncio.sleep(0.02)
+            raise AssertionError("the pasted example's agent never joined")
+        finally:
+            await visitor.disconnect()
+
+    attributes = asyncio.run(agent_attributes())
+    assert attributes["lk.agent.name"] == "support" and attributes["lk.agent.state"] == "listening"
+    assert ok(shell.run_cell("%agent stop")).state == "succeeded"

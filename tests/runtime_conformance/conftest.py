@@ -35,20 +35,22 @@ from .lk_worker import AGENT_NAME
 TESTS = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT = 120.0  # a loaded 2-core machine: the worker imports livekit-agents and starts its forkserver
 FRAMEWORKS = ("nbagents", "livekit-agents")
+TERMINATED = ["shutdown callback", "parent process shutdown"]  # livekit-agents' reason for a server's JobTermination
+ROOM_CLOSED_REASON = "room disconnected"
 
 
 @dataclasses.dataclass
 class Observation:
     received: dict[str, list[tuple[str, str]]] = dataclasses.field(default_factory=dict)  # identity -> (topic, text)
     disconnects: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # identity -> reasons
-    agent: dict[str, Any] = dataclasses.field(default_factory=dict)  # identity, kind, attributes (as last seen)
+    agent: dict[str, Any] = dataclasses.field(default_factory=dict)  # identity, kind, attributes (when recorded)
     report: list[tuple[str, Any]] = dataclasses.field(default_factory=list)  # (key, value) from the job
 
     def normalized(self, job_id: str, room: str) -> dict[str, Any]:
         """Everything, with the job's id written ``<job>`` and the room's name ``<room>`` (each run has its own)."""
         text = json.dumps(dataclasses.asdict(self), sort_keys=True).replace(room, "<room>")
         data = json.loads(text.replace(job_id, "<job>")) if job_id else json.loads(text)
-        data["report"] = [entry for entry in data["report"] if entry[0] != "pid"]
+        data["report"] = [entry for entry in data["report"] if entry[0] not in ("pid", "job id")]
         return data
 
 
@@ -60,11 +62,8 @@ class Person:
         self.room = rtc.Room()
         self.received = observation.received.setdefault(identity, [])
         self.disconnects = observation.disconnects.setdefault(identity, [])
-        self._observation = observation
         self.room.on("data_received", self._on_data)
         self.room.on("disconnected", self._on_disconnected)
-        self.room.on("participant_connected", self._on_participant)
-        self.room.on("participant_attributes_changed", lambda changed, p: self._on_participant(p))
         self.room.register_text_stream_handler("lk.transcription", self._on_text_stream)
 
     def _on_disconnected(self, reason: Any = None) -> None:
@@ -82,11 +81,6 @@ class Person:
                 self.received.append((reader.info.topic, text))
 
         asyncio.ensure_future(read())
-
-    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
-        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
-            self._observation.agent.update(identity=participant.identity, kind="agent",
-                                           attributes=dict(participant.attributes))
 
     def agent(self) -> rtc.RemoteParticipant | None:
         return next((p for p in self.room.remote_participants.values()
@@ -134,6 +128,13 @@ class Run:
         self.people.append(person)
         return person
 
+    def record_agent(self, person: Person) -> None:
+        """Record the agent participant as ``person`` sees it now (livekit-server announces participants in
+        batches, so a short-lived agent may never be seen: scripts record it once they have waited for it)."""
+        agent = person.agent()
+        assert agent is not None, f"{person.identity} sees no agent"
+        self.observation.agent = {"identity": agent.identity, "kind": "agent", "attributes": dict(agent.attributes)}
+
     async def start_job(self) -> None:
         metadata = json.dumps({"scenario": self.scenario})
         if self.framework == "nbagents":
@@ -168,13 +169,16 @@ class Run:
         await wait_until(lambda: _exited(pid), what=f"the livekit-agents job process {pid} to exit")
 
     def normalized(self) -> dict[str, Any]:
-        return self.observation.normalized(self.job_id(), self.room_name)
+        data = self.observation.normalized(self.job_id(), self.room_name)
+        if self.framework == "livekit-agents" and self.server.engine == "livekit-server":
+            # docs/runtime-differences.md: when a room closes, livekit-server terminates the jobs dispatched to
+            # it before their agents see the room disconnect; a launched nbagents job has no dispatch to terminate
+            data["report"] = [[key, ROOM_CLOSED_REASON if [key, value] == TERMINATED else value]
+                              for key, value in data["report"]]
+        return data
 
     def job_id(self) -> str:
-        if self.job is not None:
-            return self.job.id
-        identity = self.observation.agent.get("identity", "")
-        return identity.removeprefix("agent-")
+        return self.job.id if self.job is not None else (self.reported_value("job id") or "")
 
     async def close(self) -> None:
         for person in self.people:

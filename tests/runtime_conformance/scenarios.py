@@ -38,6 +38,7 @@ def report_reason_at_shutdown(ctx: JobContext) -> None:
 
 async def entrypoint(ctx: JobContext) -> None:
     report("pid", os.getpid())  # the harness waits for this process to exit: the job's end
+    report("job id", ctx.job.id)  # each framework's job has its own: the harness writes it <job>
     scenario = json.loads(ctx.job.metadata)["scenario"]
     await SCENARIOS[scenario](ctx)
 
@@ -131,7 +132,10 @@ async def wait_for_participants(ctx: JobContext) -> None:
     bob = await ctx.wait_for_participant(identity="bob")
     await ctx.room.local_participant.publish_data(f"found {bob.identity}", topic="identity")
     caller = await ctx.wait_for_participant(kind=rtc.ParticipantKind.PARTICIPANT_KIND_SIP)
+    answered = asyncio.Event()
+    ctx.room.on("data_received", lambda packet: packet.topic == "thanks" and answered.set())
     await ctx.room.local_participant.publish_data(f"found {caller.identity}", topic="kind")
+    await answered.wait()  # leaving at once could take the packet with it, for someone who has just joined
     ctx.shutdown(reason="found everyone")
 
 

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .conftest import Run
 from .lk_worker import AGENT_NAME
 
 STATE = "lk.agent.state"
 
+pytestmark = pytest.mark.timeout(400)  # two jobs per test, each waited for with a generous deadline on a loaded machine
+
 
 async def _chat(run: Run, person, text: str) -> None:
     """Type into the agent's chat (RoomIO's text input) and wait for the agent's answer, and for it to listen again."""
     await person.wait_for("the agent to listen", lambda: (a := person.agent()) is not None and a.attributes.get(STATE) == "listening")
+    run.record_agent(person)
     await person.room.local_participant.send_text(text, topic="lk.chat")
     await person.wait_for_text(f"You said: {text}")
     await person.wait_for("the agent to listen again", lambda: person.agent().attributes.get(STATE) == "listening")
@@ -56,6 +61,8 @@ async def test_two_sessions_one_per_participant(run_both) -> None:
         for person in (alice, bob):  # an agent's transcriptions go to everyone in the room
             await person.wait_for_text("You said: I am alice")
             await person.wait_for_text("You said: I am bob")
+        await alice.wait_for("the agent to listen", lambda: alice.agent().attributes.get(STATE) == "listening")
+        run.record_agent(alice)
         await alice.leave()
         await bob.leave()
 
@@ -118,10 +125,14 @@ async def test_wait_for_participant_by_identity_and_kind(run_both) -> None:
         alice = await run.join("alice")
         await run.start_job()
         await alice.wait_for("the agent", lambda: alice.agent() is not None)
+        run.record_agent(alice)
         bob = await run.join("bob")
         await bob.wait_for_text("found bob")
         caller = await run.join("caller", kind="sip")
         await caller.wait_for_text("found caller")
+        await caller.wait_for("the agent", lambda: caller.agent() is not None)
+        await caller.room.local_participant.publish_data("thanks", topic="thanks",
+                                                         destination_identities=[caller.agent().identity])
         await run.job_ended()
 
     nb, _ = await run_both("wait_for_participants", script)
@@ -159,6 +170,7 @@ async def test_the_room_closing_after_the_humans_left(run_both) -> None:
         ivy = await run.join("ivy")
         await run.start_job()
         await ivy.wait_for("the agent", lambda: ivy.agent() is not None)
+        run.record_agent(ivy)
         await ivy.leave()
         await run.job_ended()
 
