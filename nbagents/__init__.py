@@ -2,9 +2,10 @@
 
 Public names (imported lazily, so ``import nbagents`` stays cheap in a kernel):
 
-- ``launch(entrypoint, room="demo", prewarm=None, shutdown_process_timeout=60.0)`` -> :class:`Job`
+- ``launch(entrypoint, room="demo", prewarm=None, shutdown_process_timeout=60.0, *, metadata="", ...)`` -> :class:`Job`
 - ``Job``, ``JobResult``: the kernel-side model of a job and how it ended; ``jobs()`` lists them all
-- ``JobContext``, ``JobProcess``, ``AutoSubscribe``, ``WorkerOptions``: the livekit-agents 1.8 surface
+- ``JobContext``, ``JobProcess``, ``AutoSubscribe``: livekit-agents 1.8's own classes (jobs run under them)
+- ``WorkerOptions``: the options a notebook's agent is exported with (``shutdown_process_timeout`` 60 s)
 """
 
 from __future__ import annotations
