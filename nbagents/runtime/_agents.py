@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 __all__ = [
     "activate",
+    "preload",
     "deactivate",
     "follow_sessions",
     "framework_callback",
@@ -28,6 +29,18 @@ __all__ = [
     "primary_session",
     "registered_shutdown_callbacks",
 ]
+
+
+def preload() -> None:
+    """What the job processes' zygote imports once, so that every fork shares it.
+
+    livekit-agents itself, and its own warm-up (``livekit.agents.ipc._preload``: PyAV, the livekit native
+    library, the openai SDK's resources, an httpx client), which livekit-agents' forkserver also imports;
+    the local inference models only when ``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE`` asks for them (the
+    caller sets it to 0 unless the kernel's environment has it).
+    """
+    import livekit.agents  # noqa: F401
+    from livekit.agents.ipc import _preload  # noqa: F401
 
 
 def new_job_process(*, http_proxy: str | None = None) -> Any:
@@ -98,7 +111,8 @@ def activate(ctx: Any) -> Callable[[], Any]:
     """Make ``ctx`` the current job (``get_job_context()``), as livekit-agents' job task does.
 
     Internal: ``_JobContextVar`` (the context variable behind ``get_job_context``),
-    ``http_context._new_session_ctx`` (the job's shared aiohttp session for ``ctx.api`` and plugins),
+    ``http_context._new_session_ctx`` and ``_ContextVar`` (the job's shared aiohttp session for ``ctx.api``
+    and plugins, created on first use; nbagents notes whether it was, to close it only then),
     ``JobContext._on_setup`` (log fields), ``_start_log_buffering`` and ``_prepare_telemetry`` (both
     no-ops unless the server is LiveKit Cloud with recording on). Call it in the task that then
     creates the entrypoint's task, so every task of the job inherits the context. If these move,
@@ -111,7 +125,13 @@ def activate(ctx: Any) -> Callable[[], Any]:
     ctx._start_log_buffering()
     ctx._prepare_telemetry()
     token = _JobContextVar.set(ctx)
-    http_context._new_session_ctx()
+    session = http_context._new_session_ctx()
+
+    def shared_session() -> Any:  # as livekit-agents' factory, remembering that the job used it
+        ctx._nbagents_http_session_used = True
+        return session()
+
+    http_context._ContextVar.set(shared_session)
     return functools.partial(_JobContextVar.reset, token)
 
 
@@ -120,19 +140,32 @@ async def deactivate(ctx: Any) -> None:
     function :func:`activate` returned, in the task that activated the context, to reset the variable.)
 
     Internal: ``JobContext._pending_tasks`` (tasks ``delete_room`` and SIP calls started),
-    ``_on_cleanup`` (temp dir, telemetry, log filters), ``http_context._close_http_ctx``.
+    ``_on_cleanup`` (temp dir, telemetry, log filters; it runs its blocking part in a thread, which costs a
+    loaded machine a few hundred milliseconds, so a job without LiveKit Cloud telemetry only removes its
+    temporary directory: ``_tempdir``, ``_telemetry_state``, ``job._observability_url``),
+    ``http_context._close_http_ctx`` (only if the job used the session). If they move, a job's temporary
+    directory may be left behind.
     """
     import asyncio
 
     from livekit.agents.utils import http_context
+
+    from livekit.agents.job import _observability_url
 
     tasks = [task for task in ctx._pending_tasks if not task.done()]
     for task in tasks:
         task.cancel()
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
-    await ctx._on_cleanup()
-    await http_context._close_http_ctx()
+    if ctx._telemetry_state is not None or _observability_url(ctx._info.url):
+        await ctx._on_cleanup()  # LiveKit Cloud: flush the job's telemetry as livekit-agents does
+    else:
+        # all _on_cleanup does for a job without cloud telemetry, minus a thread hop (the process exits next)
+        ctx._tempdir.cleanup()
+    if getattr(ctx, "_nbagents_http_session_used", False):
+        await http_context._close_http_ctx()
+    else:  # closing would first create the session (and an SSL context: tens of milliseconds) to close it
+        http_context._ContextVar.set(None)
 
 
 async def end_primary_session(ctx: Any, timeout: float) -> None:

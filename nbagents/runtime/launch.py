@@ -142,8 +142,7 @@ def launch(
     )
     handle = pool.acquire(start.prewarm_digest)
     if handle is not None:
-        _JobLink(job, handle, start, engine).begin(presented=False)
-        pool.refill()
+        _JobLink(job, handle, start, engine, pool).begin(presented=False)
     else:
         threading.Thread(target=_fork_and_begin, args=(job, pool, start, engine), name=f"nbagents-launch-{job_id}", daemon=True).start()
     return job
@@ -185,15 +184,25 @@ def _fork_and_begin(job: Job, pool: ProcessPool, start: ipc.StartJob, engine: En
         job._on_event(ev.ErrorRaised(where="launch", message=f"could not start the job process: {exc}", traceback=""))
         job._on_process_gone(None)
         return
-    _JobLink(job, handle, start, engine).begin(presented=presented)
-    pool.refill()
+    _JobLink(job, handle, start, engine, pool).begin(presented=presented)
 
 
 class _JobLink:
-    """Connects a Job model to its process: sends StartJob/credentials/stop, reads events."""
+    """Connects a Job model to its process: sends StartJob/credentials/stop, reads events.
 
-    def __init__(self, job: Job, handle: ProcessHandle, start: ipc.StartJob, engine: EngineSession) -> None:
-        self.job, self.handle, self.start, self.engine = job, handle, start, engine
+    The pool forks a replacement idle process once the job's entrypoint has started (or its process is
+    gone): forking sooner would compete with the job's own start for the CPU.
+    """
+
+    def __init__(self, job: Job, handle: ProcessHandle, start: ipc.StartJob, engine: EngineSession,
+                 pool: ProcessPool) -> None:
+        self.job, self.handle, self.start, self.engine, self.pool = job, handle, start, engine, pool
+        self._refilled = False
+
+    def _refill(self) -> None:
+        if not self._refilled:
+            self._refilled = True
+            self.pool.refill()
 
     def begin(self, *, presented: bool) -> None:
         self.job.pid = self.handle.pid
@@ -229,8 +238,11 @@ class _JobLink:
                 self.job._on_heartbeat()
             elif isinstance(message, ev.Event):
                 self.job._on_event(message)
+                if isinstance(message, ev.EntrypointStarted):
+                    self._refill()
             elif isinstance(message, ipc.JobFinished):
                 self.job._on_finished_message(message)
+        self._refill()
         self.handle.exited.wait(EXIT_STATUS_WAIT)
         channel.close()
         self.job._on_process_gone(self.handle.exit_code)

@@ -129,6 +129,13 @@ class _Host:
         self._runtime: JobRuntime | None = None
         self._attached = threading.Event()
         threading.Thread(target=self._read, name="nbagents-ipc", daemon=True).start()
+        # started now, while idle: starting a thread on a busy machine can take milliseconds of the launch
+        threading.Thread(target=self._watch, name="nbagents-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        self._attached.wait()
+        assert self._runtime is not None
+        self._runtime._watchdog()
 
     def _read(self) -> None:
         self._attached.wait()
@@ -302,8 +309,7 @@ class JobRuntime:
             _export_credentials(self._credentials)
             self._credentials_future.set_result(None)
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        self.host.attach(self)
-        threading.Thread(target=self._watchdog, name="nbagents-watchdog", daemon=True).start()
+        self.host.attach(self)  # the channel reader and the watchdog thread (see _Host) start serving this job
         self.loop.call_soon(self._beat)
         try:
             self.loop.run_until_complete(self._main())
@@ -401,7 +407,7 @@ class JobRuntime:
             job = _job_proto(start.job_id, start.room, metadata=start.metadata, agent_name=start.agent_name)
             identity = f"agent-{start.job_id}"
             token = _agent_token(key, secret, identity, start.room, start.agent_name)
-            self._room_created = asyncio.ensure_future(self._create_room(url, key, secret))
+            self._room_created = self.loop.create_future()  # started right after the entrypoint's task
         self.url = url
         room = JobRoom(self)
         ctx = _agents.new_job_context(
@@ -411,15 +417,34 @@ class JobRuntime:
         _agents.record_shutdown_callbacks(ctx, self._on_callback_added)
         return ctx
 
-    async def _create_room(self, url: str, key: str, secret: str) -> None:
-        """CreateRoom with the job's departure_timeout (concurrently with the entrypoint's first lines)."""
-        lkapi = api.LiveKitAPI(url=_http_url(url), api_key=key, api_secret=secret)
-        try:
-            await lkapi.room.create_room(
-                api.CreateRoomRequest(name=self.start.room, departure_timeout=self.start.departure_timeout)
-            )
-        finally:
-            await lkapi.aclose()
+    def _start_room_creation(self) -> None:
+        """CreateRoom with the job's departure_timeout, concurrently with the entrypoint (scheduled after its
+        task, so the entrypoint's first lines run first); the room's ``connect`` waits for it."""
+        created = self._room_created
+        if created is None:
+            return
+        url, key, secret = self._credentials_tuple()
+
+        async def create() -> None:
+            lkapi = api.LiveKitAPI(url=_http_url(url), api_key=key, api_secret=secret)
+            try:
+                await lkapi.room.create_room(
+                    api.CreateRoomRequest(name=self.start.room, departure_timeout=self.start.departure_timeout)
+                )
+            finally:
+                await lkapi.aclose()
+
+        def done(task: asyncio.Task[None]) -> None:
+            if created.done():
+                return
+            if task.cancelled():
+                created.cancel()
+            elif task.exception() is not None:
+                created.set_exception(task.exception())  # type: ignore[arg-type]
+            else:
+                created.set_result(None)
+
+        asyncio.ensure_future(create()).add_done_callback(done)
 
     async def before_connect(self) -> None:
         """Called by the job's room before it connects: the room must exist with the job's settings."""
@@ -509,6 +534,7 @@ class JobRuntime:
         self.emit(ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
         entry_task = asyncio.ensure_future(entrypoint(ctx))
         entry_task.add_done_callback(self._on_entrypoint_done)
+        self._start_room_creation()
         # off the launch path: the first result.json says the job started (and who it is)
         self.loop.call_soon(self._write_result_soon, "running")
         warning = self.loop.call_later(NOT_CONNECTED_WARNING_SECONDS, self._warn_not_connected)
@@ -621,8 +647,8 @@ class JobRuntime:
         except Exception as exc:
             self.report_exception("livekit-agents' job cleanup", exc)
         deactivate()
-        if self._room_created is not None and not self._room_created.done():
-            self._room_created.cancel()
+        if self._room_created is not None and self._room_created.done() and not self._room_created.cancelled():
+            self._room_created.exception()  # retrieved: a failed creation nobody waited for is not an error here
         for hook in self._close_hooks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(hook(), 1.0)

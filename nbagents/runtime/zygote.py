@@ -53,10 +53,11 @@ def main(control_fd: int, kernel_pid: int) -> int:
     # share it, with the warm-up livekit-agents' own forkserver does (``_preload``), but without the local
     # inference models (~250 MB for the turn detector) unless the kernel's environment asks for them
     os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
-    import livekit.agents  # noqa: F401
-    from livekit.agents.ipc import _preload  # noqa: F401
+    from nbagents.runtime import _agents
 
-    from nbagents.runtime import _agents, context, ipc, worker  # noqa: F401
+    _agents.preload()
+
+    from nbagents.runtime import context, ipc, worker  # noqa: F401
 
     import gc
 

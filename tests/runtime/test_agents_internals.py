@@ -41,6 +41,10 @@ def test_private_members_the_runtime_drives() -> None:
     for name in ("_on_session_end", "_on_cleanup"):
         assert inspect.iscoroutinefunction(getattr(JobContext, name)), name
     assert callable(http_context._new_session_ctx) and inspect.iscoroutinefunction(http_context._close_http_ctx)
+    assert isinstance(http_context._ContextVar, contextvars.ContextVar)
+    from livekit.agents.job import _observability_url
+
+    assert _observability_url("ws://127.0.0.1:7880") is None  # a local server: no cloud telemetry to flush
     assert inspect.iscoroutinefunction(AgentSession.start)
 
 
@@ -61,6 +65,7 @@ async def test_a_built_context_is_livekit_agents_own_and_becomes_the_current_job
         assert _agents.primary_session(ctx) is None
         reset = _agents.activate(ctx)
         assert get_job_context() is ctx
+        assert not http_context.http_session().closed  # the job's shared session, as livekit-agents makes it
         ctx.shutdown(reason="asked")
         assert shutdowns == ["asked"]  # on_shutdown is how ctx.shutdown() reaches the runtime
         await _agents.deactivate(ctx)
