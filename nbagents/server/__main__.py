@@ -32,7 +32,7 @@ def _seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbagents server",
-        description="Run the embedded LiveKit-protocol dev server (audio and data; for development).")
+        description="Run the embedded LiveKit-protocol dev server (audio, video and data; for development).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7880, help="port to bind, 0 for any free port (default 7880)")
     parser.add_argument("--api-key", help=f"API key clients sign tokens with (default {DEFAULT_API_KEY!r})")

@@ -1,29 +1,48 @@
 """Every use of aiortc/aioice internals, in one place, each with the reason it is needed.
 
-aiortc offers no public API for these four things an SFU needs, so this module reaches into it. The
-names used here exist in aiortc 1.16 (pyproject pins the range accordingly); ``check_internals()`` runs
-at server start so an incompatible aiortc fails loudly and at once instead of producing silent rooms.
+aiortc is a complete WebRTC endpoint: it decodes what it receives and encodes what it sends. A selective
+forwarding unit needs its ICE, DTLS, SRTP and SDP, but must route encrypted RTP between connections
+itself, untouched. aiortc has no public API for that, so this module reaches into it. The names used here
+exist in aiortc 1.16 and aioice 0.13 (pyproject pins the range accordingly); ``check_internals()`` runs at
+server start so an incompatible version fails loudly and at once instead of producing silent rooms.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import aioice.ice
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
-from aiortc.rtp import RtpPacket
+from aiortc import (
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+from aiortc import codecs as aiortc_codecs
+from aiortc import rtp as aiortc_rtp
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtcrtpparameters import RTCRtcpFeedback
 
-RtpTap = Callable[[RtpPacket], bool]
+RtpHandler = Callable[[bytes], None]
 
 
 def check_internals() -> None:
     """Raise RuntimeError naming the missing piece if this aiortc lacks an internal the server relies on."""
     needed = {
         "aioice.ice.get_host_addresses": hasattr(aioice.ice, "get_host_addresses"),
-        "RTCRtpReceiver._handle_rtp_packet": hasattr(RTCRtpReceiver, "_handle_rtp_packet"),
-        "RTCRtpReceiver.__stop_decoder": hasattr(RTCRtpReceiver, "_RTCRtpReceiver__stop_decoder"),
+        "aioice.ice.Connection._nominated": "_nominated" in aioice.ice.Connection.__init__.__code__.co_names,
+        "aiortc.codecs.CODECS": isinstance(getattr(aiortc_codecs, "CODECS", None), dict),
+        "aiortc.rtp.DYNAMIC_PAYLOAD_TYPES": hasattr(aiortc_rtp, "DYNAMIC_PAYLOAD_TYPES"),
+        "RTCDtlsTransport._handle_rtp_data": hasattr(RTCDtlsTransport, "_handle_rtp_data"),
+        "RTCDtlsTransport._handle_rtcp_data": hasattr(RTCDtlsTransport, "_handle_rtcp_data"),
+        "RTCDtlsTransport._tx_srtp": "_tx_srtp" in RTCDtlsTransport.__init__.__code__.co_names,
         "RTCPeerConnection.__connect": hasattr(RTCPeerConnection, "_RTCPeerConnection__connect"),
+        "RTCRtpSender._ssrc": "_ssrc" in RTCRtpSender.__init__.__code__.co_names,
+        "RTCRtpTransceiver._codecs": "_codecs" in RTCRtpTransceiver.__init__.__code__.co_names,
     }
     missing = [name for name, ok in needed.items() if not ok]
     if missing:
@@ -40,25 +59,157 @@ def restrict_host_addresses(addresses: Sequence[str]) -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
 
 
-def tap_rtp(receiver: RTCRtpReceiver, tap: RtpTap) -> None:
-    """Call ``tap(packet)`` for every decrypted RTP packet ``receiver`` gets, before aiortc sees it.
+# --- codecs
 
-    The SRTP transport hands packets to ``receiver._handle_rtp_packet``; shadowing it on the instance is
-    the only way to see encoded payloads. If ``tap`` returns True, aiortc's own handler still runs (it keeps
-    the RTCP receiver-report statistics the publisher's congestion control uses); else the packet stops here.
+_VIDEO_FEEDBACK = ("nack", None), ("nack", "pli"), ("goog-remb", None)
+
+
+def configure_codecs() -> None:
+    """Make aiortc negotiate the codecs livekit-server enables by default, as a relay (never a codec) would.
+
+    aiortc negotiates only what it can encode and decode: VP8 and two H.264 profiles, each with RTX. The
+    relay forwards payloads undecoded, so it accepts what livekit-server accepts and the SDKs publish:
+    Opus (with in-band FEC, as livekit-server answers), VP8, H.264 (constrained baseline, baseline and
+    main, packetization mode 1), VP9 (profile 0) and AV1. RTX is left out: retransmissions then come on
+    the media SSRC with their original sequence number (RFC 4585 generic NACK), which keeps the relay's
+    routing to one SSRC per stream. aiortc's codec table is a module-level list its offers and answers read.
     """
-    original: Callable[[RtpPacket, int], Awaitable[None]] = receiver._handle_rtp_packet
+    def feedback() -> list[RTCRtcpFeedback]:
+        return [RTCRtcpFeedback(type=kind, parameter=parameter) for kind, parameter in _VIDEO_FEEDBACK]
 
-    async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
-        if tap(packet):
-            await original(packet, arrival_time_ms)
+    audio = [
+        RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111,
+                              parameters={"minptime": 10, "useinbandfec": 1}),
+        *(c for c in aiortc_codecs.CODECS["audio"] if c.mimeType.lower() != "audio/opus"),
+    ]
+    video: list[RTCRtpCodecParameters] = []
+    payload_type = 96
+    for mime, parameters in (
+        ("video/VP8", {}),
+        ("video/H264", {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "42e01f"}),
+        ("video/H264", {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "42001f"}),
+        ("video/H264", {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "4d001f"}),
+        ("video/VP9", {"profile-id": 0}),
+        ("video/AV1", {}),
+    ):
+        video.append(RTCRtpCodecParameters(mimeType=mime, clockRate=90000, payloadType=payload_type,
+                                           rtcpFeedback=feedback(), parameters=parameters))
+        payload_type += 1
+    aiortc_codecs.CODECS["audio"][:] = audio
+    aiortc_codecs.CODECS["video"][:] = video
+    # An answer must use the offer's payload type for each codec. aiortc adopts it only within 96–127 and
+    # otherwise keeps its own number, which can collide with another of the offer's codecs; libwebrtc also
+    # numbers codecs from 35 to 63 (AV1 is often 45) and the SDK then refuses the answer.
+    aiortc_rtp.DYNAMIC_PAYLOAD_TYPES = range(35, 128)
 
-    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+
+def negotiated_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters | None:
+    """The codec a transceiver's last negotiation put first: the one the publisher sends (aiortc keeps it private)."""
+    codecs = getattr(transceiver, "_codecs", [])
+    return codecs[0] if codecs else None
 
 
-def stop_decoding(receiver: RTCRtpReceiver) -> None:
-    """Stop the receiver's decoder thread: relayed payloads are never decoded, so its output would only pile up."""
-    receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]
+# --- taking RTP and RTCP over from aiortc
+
+
+def take_over_rtp(transport: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtpHandler) -> None:
+    """Hand every decrypted RTP and RTCP packet of ``transport`` to the relay instead of aiortc's receivers.
+
+    The DTLS transport decrypts SRTP, parses it into objects and routes it to ``RTCRtpReceiver``s, which
+    feed jitter buffers and decoders. The relay needs the decrypted bytes and routes them itself (by
+    SSRC, mid and rid, which aiortc's router does not use). Shadowing the two handlers on the instance
+    is the only way in; called again, it replaces the handlers.
+    """
+    async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
+        on_rtp(data)
+
+    async def handle_rtcp(data: bytes) -> None:
+        on_rtcp(data)
+
+    transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
+    transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
+
+
+class SrtpWriter:
+    """Encrypts and sends RTP and RTCP on a DTLS transport, synchronously.
+
+    aiortc's own path (``RTCDtlsTransport._send_rtp``) is three coroutines deep; the relay sends from the
+    receive path of another connection, once per subscriber, so it protects with the transport's SRTP
+    session and writes to the nominated ICE pair's socket directly. Packets are dropped (not queued) while
+    the transport is not connected, as a subscriber that is not connected yet cannot use them.
+    """
+
+    def __init__(self, transport: RTCDtlsTransport) -> None:
+        self._transport = transport
+        self._connection: Any = transport.transport._connection
+
+    def _destination(self) -> tuple[Any, tuple[str, int]] | None:
+        if self._transport._state is not DtlsState.CONNECTED:
+            return None
+        pair = self._connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return None
+        return pair.protocol.transport, pair.remote_addr
+
+    def send_rtp(self, data: bytes) -> bool:
+        destination = self._destination()
+        if destination is None:
+            return False
+        destination[0].sendto(self._transport._tx_srtp.protect(data), destination[1])
+        return True
+
+    def send_rtcp(self, data: bytes) -> bool:
+        destination = self._destination()
+        if destination is None:
+            return False
+        destination[0].sendto(self._transport._tx_srtp.protect_rtcp(data), destination[1])
+        return True
+
+    @property
+    def connected(self) -> bool:
+        return self._transport._state is DtlsState.CONNECTED
+
+
+def dtls_transport(pc: RTCPeerConnection) -> RTCDtlsTransport | None:
+    """The PeerConnection's one DTLS transport (the server bundles everything on one), once it exists."""
+    if pc.sctp is not None:
+        return pc.sctp.transport
+    transceivers = pc.getTransceivers()
+    return transceivers[0].receiver.transport if transceivers else None
+
+
+def adopt_receiver(receiver: RTCRtpReceiver) -> None:
+    """Keep aiortc from starting a receiver the relay replaces.
+
+    ``RTCRtpReceiver.receive`` starts a decoder thread and an RTCP task per published track; with the RTP
+    taken over (``take_over_rtp``) both would idle for the track's life, and the relay sends the receiver
+    reports itself. Starting it becomes a no-op, which also makes its ``stop`` one.
+    """
+    async def receive(parameters: Any) -> None:
+        return None
+
+    receiver.receive = receive  # type: ignore[method-assign]
+
+
+def adopt_sender(sender: RTCRtpSender, on_start: Callable[[list[tuple[str, int, dict[str, Any]]]], None],
+                 on_stop: Callable[[], None]) -> int:
+    """Let the relay write a sender's RTP itself; returns the SSRC aiortc announces for it in the SDP.
+
+    ``RTCRtpSender.send`` starts tasks that pull frames from a track and encode them, and an RTCP task. A
+    relayed stream has no frames: its packets are rewritten from the publisher's. So ``send`` (called by
+    aiortc once the negotiation and DTLS allow sending, and again after each renegotiation) reports the
+    negotiated codecs (MIME type, payload type, parameters) to ``on_start`` and starts nothing, and ``stop``
+    calls ``on_stop``.
+    """
+    async def send(parameters: Any) -> None:
+        on_start([(c.mimeType, c.payloadType, dict(c.parameters)) for c in parameters.codecs])
+
+    async def stop() -> None:
+        on_stop()
+
+    sender.send = send  # type: ignore[method-assign]
+    sender.stop = stop  # type: ignore[method-assign]
+    return sender._ssrc
 
 
 def set_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None:
@@ -80,17 +231,3 @@ def start_pending_transceivers(pc: RTCPeerConnection) -> asyncio.Future[None]:
     once connected starts them (already started ones are no-ops).
     """
     return asyncio.ensure_future(pc._RTCPeerConnection__connect())  # type: ignore[attr-defined]
-
-
-def payload_type(transceiver: RTCRtpTransceiver, mime_type: str) -> int | None:
-    """The negotiated RTP payload type for ``mime_type`` on ``transceiver`` (aiortc keeps it private)."""
-    for codec in getattr(transceiver, "_codecs", []):
-        if codec.mimeType.lower() == mime_type.lower():
-            return codec.payloadType
-    return None
-
-
-def first_mime_type(transceiver: RTCRtpTransceiver) -> str:
-    """The preferred negotiated codec's MIME type on ``transceiver`` ("" if none)."""
-    codecs = getattr(transceiver, "_codecs", [])
-    return codecs[0].mimeType if codecs else ""

@@ -1,131 +1,58 @@
-"""WebRTC media and data for one participant: aiortc PeerConnections and undecoded Opus relay.
+"""WebRTC media and data for one participant: its two aiortc PeerConnections, relaying media undecoded.
 
 A LiveKit client uses two PeerConnections: it offers on its *publisher* connection (its tracks and its
 data channels towards the server), and the server offers on the *subscriber* connection (other
 participants' tracks and the server's ``_reliable``/``_lossy`` data channels towards the client).
 
-Audio is relayed like livekit-server does it: the Opus payload of every RTP packet a publisher sends is
-handed unchanged to each subscriber's sender, which only rewrites SSRC, sequence number and timestamp
-offset. No decoding or encoding happens, which costs about a tenth of transcoding and adds no latency.
+aiortc provides ICE, DTLS, SRTP, SCTP and the SDP; the RTP itself is taken over by the relay
+(forwarding.py): each published track's packets go, rewritten but never decoded, to every subscriber,
+as livekit-server forwards them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import logging
+import uuid
 from collections.abc import Callable
 
-import av
 from aiortc import (
     RTCBundlePolicy,
-    MediaStreamTrack,
     RTCConfiguration,
     RTCDataChannel,
     RTCIceCandidate,
     RTCPeerConnection,
-    RTCRtpReceiver,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 
 from nbagents.server import _aiortc
-from nbagents.server.sdp import MediaSection, media_sections
+from nbagents.server.forwarding import Codec, DownTrack, RtpPort, TrackRelay
+from nbagents.server.sdp import MediaSection, finish_answer, media_sections
 
 log = logging.getLogger(__name__)
 
-OPUS_TIME_BASE = fractions.Fraction(1, 48000)
-#: packets a slow subscriber may lag before the oldest are dropped (20 ms each): bounded latency, not memory
-FORWARD_QUEUE_PACKETS = 10
+_aiortc.configure_codecs()  # every PeerConnection of the server negotiates the relay's codecs
+
 DATA_CHANNEL_LABELS = ("_reliable", "_lossy")
 #: messages kept for a subscriber data channel that is not open yet (delivered once it opens)
 DATA_BACKLOG = 256
 
 
-class AudioFanout:
-    """Taps one published audio track's receiver and hands each Opus payload to every subscriber, undecoded."""
-
-    def __init__(self, receiver: RTCRtpReceiver, opus_payload_type: int) -> None:
-        self._receiver = receiver
-        self._payload_type = opus_payload_type
-        self._subscribers: set[ForwardedAudioTrack] = set()
-        self._last_timestamp: int | None = None
-        self._extended_timestamp = 0
-        self._decoder_stopped = False
-        _aiortc.tap_rtp(receiver, self._on_rtp)
-
-    def subscribe(self, track_sid: str) -> ForwardedAudioTrack:
-        track = ForwardedAudioTrack(self, track_sid)
-        self._subscribers.add(track)
-        return track
-
-    def discard(self, track: ForwardedAudioTrack) -> None:
-        self._subscribers.discard(track)
-
-    def close(self) -> None:
-        for track in list(self._subscribers):
-            track.stop()
-
-    def _on_rtp(self, packet: RtpPacket) -> bool:
-        if not self._decoder_stopped:
-            log.debug("first RTP packet of a published track (ssrc %s, %d subscribers)", packet.ssrc,
-                      len(self._subscribers))
-            self._decoder_stopped = True
-            _aiortc.stop_decoding(self._receiver)
-        if packet.payload and packet.payload_type == self._payload_type:
-            # Unwrap the 32-bit RTP timestamp so gaps (DTX, loss) survive into the relayed stream.
-            if self._last_timestamp is not None:
-                delta = (packet.timestamp - self._last_timestamp) & 0xFFFFFFFF
-                self._extended_timestamp += delta - (1 << 32) if delta >= 1 << 31 else delta
-            self._last_timestamp = packet.timestamp
-            for track in tuple(self._subscribers):
-                track.push(packet.payload, self._extended_timestamp)
-        return True
+def negotiated_codec(transceiver: RTCRtpTransceiver) -> Codec | None:
+    """The codec the client sends on a publisher transceiver, as the last answer negotiated it."""
+    codec = _aiortc.negotiated_codec(transceiver)
+    if codec is None:
+        return None
+    return Codec(codec.mimeType, codec.clockRate, codec.payloadType, _parameters(codec.parameters))
 
 
-def discard_media(receiver: RTCRtpReceiver) -> None:
-    """Drop every packet ``receiver`` gets before aiortc buffers or decodes it (media that is not relayed)."""
-    _aiortc.tap_rtp(receiver, lambda packet: False)
-
-
-class ForwardedAudioTrack(MediaStreamTrack):
-    """Yields already-encoded Opus packets (``av.Packet``); aiortc's sender packs them without re-encoding."""
-
-    kind = "audio"
-
-    def __init__(self, fanout: AudioFanout, track_sid: str) -> None:
-        super().__init__()
-        self.track_sid = track_sid
-        self._fanout = fanout
-        self._queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue(FORWARD_QUEUE_PACKETS)
-        self._sending = False
-
-    def push(self, payload: bytes, timestamp: int) -> None:
-        if not self._sending:  # the sender has not started (DTLS, renegotiation): don't build a stale burst
-            return
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait((payload, timestamp))
-
-    async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if not self._sending:
-            log.debug("relaying %s to a subscriber: its sender started", self.track_sid)
-        self._sending = True
-        payload, timestamp = await self._queue.get()
-        packet = av.Packet(payload)
-        packet.pts = timestamp
-        packet.time_base = OPUS_TIME_BASE
-        return packet
-
-    def stop(self) -> None:
-        self._fanout.discard(self)
-        super().stop()
+def _parameters(parameters: dict[str, object]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in parameters.items()))
 
 
 def _configuration() -> RTCConfiguration:
@@ -178,7 +105,11 @@ class _PeerSide:
 
 
 class PublisherPeer(_PeerSide):
-    """The client's publisher PeerConnection, seen from the server: the client offers, the server answers."""
+    """The client's publisher PeerConnection, seen from the server: the client offers, the server answers.
+
+    Its RTP goes to the relay (``port``); ``on_track(section, transceiver)`` reports each newly sent track
+    and ``on_track_stopped(section)`` each track the client stopped sending.
+    """
 
     def __init__(
         self,
@@ -188,6 +119,7 @@ class PublisherPeer(_PeerSide):
     ) -> None:
         super().__init__()
         self.pc = RTCPeerConnection(_configuration())
+        self.port: RtpPort | None = None  # once the first offer created the transport
         self._on_track = on_track
         self._on_track_stopped = on_track_stopped
         self._on_data = on_data
@@ -198,9 +130,16 @@ class PublisherPeer(_PeerSide):
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply an offer and return the answer SDP; reports newly sent and stopped tracks."""
-        sections = {s.mid: s for s in media_sections(offer_sdp)}
+        offered = media_sections(offer_sdp)
+        sections = {s.mid: s for s in offered}
         async with self._lock:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            if self.port is None:
+                transport = _aiortc.dtls_transport(self.pc)
+                if transport is not None:
+                    self.port = RtpPort(transport)
+            for transceiver in self.pc.getTransceivers():
+                _aiortc.adopt_receiver(transceiver.receiver)
             await self._apply_early_candidates()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
@@ -215,7 +154,15 @@ class PublisherPeer(_PeerSide):
                 if section.sending and section.mid not in self._announced:
                     self._announced[section.mid] = section
                     self._on_track(section, transceiver)
-            return self.pc.localDescription.sdp
+            return finish_answer(self.pc.localDescription.sdp, offered)
+
+    def relay(self, section: MediaSection, track_sid: str, codec: Codec,
+              on_media: Callable[[], None] | None = None) -> TrackRelay:
+        """Start relaying the track the client sends on ``section``; ``on_media()`` runs at its first packet."""
+        assert self.port is not None, "a section was answered, so the transport exists"
+        relay = TrackRelay(track_sid, codec, self.port, section.rids, on_media=on_media)
+        self.port.receive(section, relay)
+        return relay
 
     def _attach_channel(self, channel: RTCDataChannel) -> None:
         label = channel.label
@@ -226,6 +173,8 @@ class PublisherPeer(_PeerSide):
                 self._on_data(label, message)
 
     async def close(self) -> None:
+        if self.port is not None:
+            self.port.close()
         await self.pc.close()
 
 
@@ -244,13 +193,15 @@ class SubscriberPeer(_PeerSide):
                                              maxRetransmits=None if label == "_reliable" else 0)
             for label in DATA_CHANNEL_LABELS
         }
+        transport = _aiortc.dtls_transport(self.pc)
+        assert transport is not None, "creating the data channels created the transport"
+        self.port = RtpPort(transport)
         self._backlog: dict[str, list[bytes]] = {label: [] for label in DATA_CHANNEL_LABELS}
         for label, channel in self._channels.items():
             channel.on("open", lambda label=label: self._flush(label))
-        self._senders: dict[str, RTCRtpTransceiver] = {}
-        self._deferred: dict[str, tuple[AudioFanout, str]] = {}  # track sid -> relay, until the first offer
+        self._senders: dict[str, tuple[RTCRtpTransceiver, DownTrack]] = {}
+        self._deferred: dict[str, tuple[TrackRelay, str]] = {}  # track sid -> relay, until the first offer
         self._offered = False
-        self._stopping: set[asyncio.Future[None]] = set()
         self._awaiting_answer = False
         self._renegotiate = False
         self._closed = False
@@ -260,42 +211,43 @@ class SubscriberPeer(_PeerSide):
     def forwarded_track_sids(self) -> set[str]:
         return set(self._senders) | set(self._deferred)
 
-    def forward(self, fanout: AudioFanout, participant_sid: str, track_sid: str) -> None:
-        """Start relaying a published audio track to this client (takes effect with the next offer).
+    def forward(self, relay: TrackRelay, participant_sid: str, track_sid: str) -> None:
+        """Start relaying a published track to this client (takes effect with the next offer).
 
-        Tracks are only added once the first offer (data channels only) is made: aiortc puts audio sections
+        Tracks are only added once the first offer (data channels only) is made: aiortc puts media sections
         before the data section in a first offer, and with BUNDLE it then stops the shared transport as if it
         were a redundant one, so the connection never starts.
         """
         if track_sid in self.forwarded_track_sids or self._closed:
             return
         if not self._offered:
-            self._deferred[track_sid] = (fanout, participant_sid)
+            self._deferred[track_sid] = (relay, participant_sid)
             return
-        self._add_sender(fanout, participant_sid, track_sid)
+        self._add_sender(relay, participant_sid, track_sid)
 
-    def _add_sender(self, fanout: AudioFanout, participant_sid: str, track_sid: str) -> None:
-        track = fanout.subscribe(track_sid)
-        transceiver = self.pc.addTransceiver(track, direction="sendonly")
+    def _add_sender(self, relay: TrackRelay, participant_sid: str, track_sid: str) -> None:
+        transceiver = self.pc.addTransceiver(relay.kind, direction="sendonly")
+        transceiver.setCodecPreferences([_capability(relay.codec, transceiver.kind)])
         _aiortc.set_msid(transceiver.sender, f"{participant_sid}|{track_sid}", track_sid)
-        self._senders[track_sid] = transceiver
+        downtrack = DownTrack(relay, self.port, ssrc=0)
+        downtrack.ssrc = _aiortc.adopt_sender(transceiver.sender, downtrack.start, downtrack.stop)
+        self.port.add_downtrack(downtrack)
+        relay.attach(downtrack)
+        self._senders[track_sid] = (transceiver, downtrack)
 
     def stop_forwarding(self, track_sid: str) -> bool:
-        """Stop relaying a track; aiortc has no removeTrack, so detach it and make its section inactive."""
+        """Stop relaying a track; aiortc has no removeTrack, so its section becomes inactive."""
         if self._deferred.pop(track_sid, None) is not None:
             return False
-        transceiver = self._senders.pop(track_sid, None)
-        if transceiver is None or self._closed:
+        entry = self._senders.pop(track_sid, None)
+        if entry is None or self._closed:
             return False
-        track = transceiver.sender.track
-        if track is not None:
-            track.stop()
-        transceiver.sender.replaceTrack(None)
+        transceiver, downtrack = entry
+        downtrack.stop()
         transceiver.direction = "inactive"
-        # A detached sender would otherwise poll for a new track 50 times a second for the session's life.
-        stopping = asyncio.ensure_future(transceiver.sender.stop())
-        self._stopping.add(stopping)
-        stopping.add_done_callback(self._stopping.discard)
+        # The section stays in the SDP; a later subscription to the same track gets a new section, and two
+        # sections may not announce the same msid.
+        _aiortc.set_msid(transceiver.sender, f"{track_sid}-stopped", str(uuid.uuid4()))
         return True
 
     def send_data(self, label: str, payload: bytes) -> None:
@@ -326,8 +278,9 @@ class SubscriberPeer(_PeerSide):
         if not self._offered:
             self._offered = True
             deferred, self._deferred = self._deferred, {}
-            for track_sid, (fanout, participant_sid) in deferred.items():
-                self._add_sender(fanout, participant_sid, track_sid)
+            for track_sid, (relay, participant_sid) in deferred.items():
+                if not relay.closed:
+                    self._add_sender(relay, participant_sid, track_sid)
             self._renegotiate = self._renegotiate or bool(deferred)
 
     async def apply_answer(self, sdp: str) -> None:
@@ -338,11 +291,17 @@ class SubscriberPeer(_PeerSide):
             self._renegotiate = False
             await self.negotiate()
 
-
     async def close(self) -> None:
         self._closed = True
-        for transceiver in self._senders.values():
-            if transceiver.sender.track is not None:
-                transceiver.sender.track.stop()
+        self.port.close()
         self._senders.clear()
         await self.pc.close()
+
+
+def _capability(codec: Codec, kind: str) -> RTCRtpCodecCapability:
+    """The server's own codec entry (as aiortc lists it) matching a publisher's negotiated codec."""
+    for capability in RTCRtpSender.getCapabilities(kind).codecs:
+        if capability.mimeType.lower() == codec.mime_type.lower() and capability.clockRate == codec.clock_rate \
+                and _parameters(capability.parameters) == codec.parameters:
+            return capability
+    raise ValueError(f"no codec {codec.mime_type} to offer")

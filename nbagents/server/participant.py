@@ -20,12 +20,12 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models
 from livekit.protocol import rtc as signal
 
-from nbagents.server import _aiortc
 from nbagents.server._ids import new_sid
 from nbagents.server import limits
 from nbagents.server.auth import Claims
+from nbagents.server.forwarding import TrackRelay
 from nbagents.server.join import JoinParams
-from nbagents.server.media import AudioFanout, PublisherPeer, SubscriberPeer, discard_media
+from nbagents.server.media import PublisherPeer, SubscriberPeer, negotiated_codec
 from nbagents.server.rooms import Room
 from nbagents.server.sdp import MediaSection
 from nbagents.server.single_pc import SinglePeer
@@ -48,14 +48,31 @@ _LIMIT_MESSAGES = {"name": "exceeds name length limit", "metadata": "exceeds met
 class PublishedTrack:
     """A track this participant publishes.
 
-    It is announced as soon as the server confirms the AddTrackRequest (as livekit-server does: a participant
-    joining right after ``publish_track`` returns sees it); ``mid`` and ``fanout`` arrive with the client's
-    next offer, and subscriptions made before that start then.
+    The publisher learns its sid at once (TrackPublishedResponse); ``mid`` and ``relay`` arrive with the
+    client's next offer; the room learns of it (ParticipantInfo.tracks, then subscriptions) when its first
+    packet arrives, as livekit-server publishes a track when its media starts (by then its codec is known).
     """
 
     info: models.TrackInfo
     mid: str | None = None
-    fanout: AudioFanout | None = None
+    relay: TrackRelay | None = None
+    live: bool = False  # its media has started: announced to the room
+
+
+_MIME_TYPES = {"opus": "audio/opus", "red": "audio/red", "vp8": "video/VP8", "h264": "video/H264",
+               "vp9": "video/VP9", "av1": "video/AV1", "h265": "video/H265"}
+
+
+def _requested_mime_type(request: signal.AddTrackRequest) -> str:
+    """The codec a publish asks for (the SDKs name it in ``simulcast_codecs``), as livekit-server names it.
+
+    The negotiation confirms it once the client's offer arrives; a subscriber's SDK keeps the value it saw first.
+    """
+    for codec in request.simulcast_codecs:
+        name = codec.codec.lower().rsplit("/", 1)[-1]
+        if name in _MIME_TYPES:
+            return _MIME_TYPES[name]
+    return "audio/opus" if request.type == models.TrackType.AUDIO else ""
 
 
 class Participant:
@@ -218,14 +235,12 @@ class Participant:
             sid=new_sid("TR_"), type=request.type, name=request.name, muted=request.muted, source=request.source,
             disable_dtx=request.disable_dtx, stereo=request.stereo, disable_red=True, stream=request.stream,
             width=request.width, height=request.height, simulcast=len(request.layers) > 1, layers=request.layers,
-            mime_type="audio/opus" if request.type == models.TrackType.AUDIO else "",
+            mime_type=_requested_mime_type(request),
         )
         track = PublishedTrack(info=info)
         self._awaiting_media[request.cid] = track
         self.published[info.sid] = track
         self.send(signal.SignalResponse(track_published=signal.TrackPublishedResponse(cid=request.cid, track=info)))
-        self._refresh_tracks()
-        self.room.announce(self)
 
     def _publish_refusal(self, request: signal.AddTrackRequest) -> str | None:
         perm = self.permission
@@ -311,8 +326,8 @@ class Participant:
 
     def _refresh_tracks(self) -> None:
         del self.info.tracks[:]
-        self.info.tracks.extend(t.info for t in self.published.values())
-        self.info.is_publisher = bool(self.published)
+        self.info.tracks.extend(t.info for t in self.published.values() if t.live)
+        self.info.is_publisher = any(t.live for t in self.published.values())
         self.bump()
 
     # --- publishing
@@ -324,22 +339,24 @@ class Participant:
                         section.mid, section.track_id)
             return
         info = track.info
-        track.mid = section.mid
-        fanout = None
-        opus = _aiortc.payload_type(transceiver, "audio/opus")
-        if section.kind == "audio" and opus is not None:
-            fanout = AudioFanout(transceiver.receiver, opus)
-        else:
-            # Video (or audio without Opus) is accepted so the client's publish succeeds, announced so others
-            # see the publication, and its packets are dropped on arrival: never decoded, never relayed.
-            discard_media(transceiver.receiver)
-            info.mime_type = info.mime_type or _aiortc.first_mime_type(transceiver)
-            log.info("%s: %s track %s is accepted but not relayed (the embedded server relays audio only)",
-                     self.identity, section.kind, info.sid)
-        track.fanout = fanout
-        log.info("%s published %s", self.identity, info.sid)
-        if fanout is not None:
-            self.room.track_published(self, track)
+        track.mid = info.mid = section.mid
+        codec = negotiated_codec(transceiver)
+        if codec is None:
+            log.warning("%s: no codec negotiated for %s", self.identity, info.sid)
+            return
+        info.mime_type = codec.mime_type
+        track.relay = self.publisher.relay(section, info.sid, codec, on_media=lambda: self._media_started(track))
+        log.info("%s publishes %s (%s%s)", self.identity, info.sid, codec.mime_type,
+                 f", simulcast {'/'.join(section.rids)}: one layer is relayed" if section.rids else "")
+
+    def _media_started(self, track: PublishedTrack) -> None:
+        if self.closed or track.live or self.published.get(track.info.sid) is not track:
+            return
+        track.live = True
+        log.info("%s published %s: its media arrives", self.identity, track.info.sid)
+        self._refresh_tracks()
+        self.room.announce(self)
+        self.room.track_published(self, track)
 
     def _track_stopped(self, section: MediaSection) -> None:
         for track in list(self.published.values()):
@@ -352,8 +369,8 @@ class Participant:
             return
         log.info("%s unpublished %s", self.identity, track.info.sid)
         self.room.track_unpublished(self, track.info.sid)
-        if track.fanout is not None:
-            track.fanout.close()
+        if track.relay is not None:
+            track.relay.close()
         self._refresh_tracks()
         self.send(signal.SignalResponse(track_unpublished=signal.TrackUnpublishedResponse(track_sid=track.info.sid)))
 
@@ -364,11 +381,11 @@ class Participant:
         return self.auto_subscribe or track_sid in self._requested
 
     def subscribe(self, publisher: Participant, track: PublishedTrack, *, negotiate: bool = True) -> None:
-        if self.closed or not self.permission.can_subscribe or track.fanout is None:
+        if self.closed or not self.permission.can_subscribe or track.relay is None or not track.live:
             return
         if track.info.sid in self.subscriber.forwarded_track_sids:
             return
-        self.subscriber.forward(track.fanout, publisher.sid, track.info.sid)
+        self.subscriber.forward(track.relay, publisher.sid, track.info.sid)
         # the publisher's SDK emits local_track_subscribed on this (an agent knows it is being heard)
         publisher.send(signal.SignalResponse(track_subscribed=signal.TrackSubscribed(track_sid=track.info.sid)))
         if negotiate:
@@ -444,8 +461,8 @@ class Participant:
         self.room.remove(self)
         self._on_closed(self)
         for track in self.published.values():
-            if track.fanout is not None:
-                track.fanout.close()
+            if track.relay is not None:
+                track.relay.close()
         self._outbox.put_nowait(None)
         try:
             await asyncio.wait_for(asyncio.shield(self._writer), timeout=2)

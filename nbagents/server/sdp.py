@@ -1,14 +1,22 @@
-"""The few facts the server reads from a client's SDP offer itself.
+"""The facts the server reads from a client's SDP itself, and the simulcast lines it adds to its answers.
 
 libwebrtc's ``a=msid-semantic`` line carries no stream ids, so aiortc cannot tell which media section
 carries which published track; the ``a=msid:<stream> <track id>`` line of each section does, and the
 track id is the ``cid`` the client used in its AddTrackRequest. The section's direction tells whether
 the client still sends on it (an unpublish is a renegotiation that stops sending).
+
+The relay routes RTP itself (see forwarding.py), so it also reads what binds a packet to its section:
+the SSRCs a section announces (``a=ssrc``, ``a=ssrc-group:FID``), its simulcast layers (``a=rid`` and
+``a=simulcast``, RFC 8853: such layers are announced by rid, not SSRC) and the header extension ids
+(``a=extmap``) that carry ``mid`` and ``rid`` in each packet. aiortc does not know simulcast, so
+``accept_simulcast`` adds to the server's answer what makes the publisher send all of its layers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from nbagents.server.rtp import MID_URI, RID_URI
 
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -20,6 +28,9 @@ class MediaSection:
     track_id: str | None
     direction: str
     port: int
+    ssrcs: tuple[int, ...] = ()  # media SSRCs announced for this section (retransmission SSRCs excluded)
+    rids: tuple[str, ...] = ()  # simulcast layers the offerer sends, in its a=simulcast order
+    extensions: dict[str, int] = field(default_factory=dict, compare=False)  # header extension URI -> id
 
     @property
     def sending(self) -> bool:
@@ -34,6 +45,11 @@ def media_sections(sdp: str) -> list[MediaSection]:
 
     def flush() -> None:
         if current and current["kind"] in ("audio", "video") and current["mid"] is not None:
+            repair = current.pop("repair")
+            current["ssrcs"] = tuple(s for s in dict.fromkeys(current["ssrcs"]) if s not in repair)
+            simulcast = current.pop("simulcast")
+            declared = current.pop("declared_rids")
+            current["rids"] = tuple(r for r in simulcast if r in declared) if simulcast else ()
             sections.append(MediaSection(**current))
 
     for raw in sdp.splitlines():
@@ -43,7 +59,8 @@ def media_sections(sdp: str) -> list[MediaSection]:
             parts = line[2:].split()
             port = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             current = {"mid": None, "kind": parts[0] if parts else "", "track_id": None,
-                       "direction": "sendrecv", "port": port}
+                       "direction": "sendrecv", "port": port, "ssrcs": [], "repair": set(), "simulcast": [],
+                       "declared_rids": set(), "extensions": {}}
         elif current is None:
             continue
         elif line.startswith("a=mid:"):
@@ -52,7 +69,93 @@ def media_sections(sdp: str) -> list[MediaSection]:
             ids = line[7:].split()
             if len(ids) >= 2:
                 current["track_id"] = ids[1]
+        elif line.startswith("a=ssrc:"):
+            ssrc = line[7:].split(None, 1)[0]
+            if ssrc.isdigit():
+                current["ssrcs"].append(int(ssrc))
+        elif line.startswith("a=ssrc-group:FID "):
+            members = line[len("a=ssrc-group:FID "):].split()
+            current["repair"].update(int(s) for s in members[1:] if s.isdigit())  # primary, then its RTX
+        elif line.startswith("a=rid:"):
+            parts = line[6:].split()
+            if len(parts) >= 2 and parts[1] == "send":
+                current["declared_rids"].add(parts[0])
+        elif line.startswith("a=simulcast:"):
+            parts = line[len("a=simulcast:"):].split()
+            if len(parts) >= 2 and parts[0] == "send":
+                # "h;q", alternatives "h,x;q", paused "~q": the first choice of each layer, unpaused
+                current["simulcast"] = [alt.split(",")[0].lstrip("~") for alt in parts[1].split(";")]
+        elif line.startswith("a=extmap:"):
+            parts = line[len("a=extmap:"):].split()
+            if len(parts) >= 2:
+                ext_id = parts[0].split("/")[0]
+                if ext_id.isdigit():
+                    current["extensions"][parts[1]] = int(ext_id)
         elif line[2:] in _DIRECTIONS and line.startswith("a="):
             current["direction"] = line[2:]
     flush()
     return sections
+
+
+def finish_answer(answer: str, offer_sections: list[MediaSection]) -> str:
+    """The server's answer to a publisher as sent: without RTX, and accepting each offered simulcast section.
+
+    RTX: aiortc accepts every retransmission codec whose base codec it accepts. The relay asks for
+    retransmissions on the media stream itself (RFC 4585 generic NACK), so it declines RTX.
+
+    Simulcast (RFC 8853, answerer side): for a section the offer sends with ``a=simulcast:send h;q``, the
+    answer gets ``a=rid:<id> recv`` for each layer, ``a=simulcast:recv h;q`` and the offer's
+    ``rtp-stream-id`` (and ``mid``) header extension ids, which put the layer's rid in every packet.
+    Without them the publisher sends only one layer.
+    """
+    simulcast = {s.mid: s for s in offer_sections if s.rids}
+    newline = "\r\n" if "\r\n" in answer else "\n"
+    lines = answer.split(newline)
+    out: list[str] = []
+    section_lines: list[str] = []
+
+    def flush_section() -> None:
+        mid = next((line[6:].strip() for line in section_lines if line.startswith("a=mid:")), None)
+        offered = simulcast.get(mid or "")
+        rejected = bool(section_lines) and section_lines[0].startswith("m=") and \
+            section_lines[0].split()[1:2] == ["0"]
+        _decline_rtx(section_lines)
+        if offered is not None and not rejected:
+            present = {line.split()[1] for line in section_lines if line.startswith("a=extmap:") and " " in line}
+            extra = [f"a=extmap:{offered.extensions[uri]} {uri}" for uri in (MID_URI, RID_URI)
+                     if uri in offered.extensions and uri not in present]
+            extra += [f"a=rid:{rid} recv" for rid in offered.rids]
+            extra.append(f"a=simulcast:recv {';'.join(offered.rids)}")
+            position = next(i for i, line in enumerate(section_lines) if line.startswith("a=mid:")) + 1
+            section_lines[position:position] = extra
+        out.extend(section_lines)
+        section_lines.clear()
+
+    for line in lines:
+        if line.startswith("m="):
+            flush_section()
+        (section_lines if line.startswith("m=") or section_lines else out).append(line)
+    flush_section()
+    return newline.join(out)
+
+
+def _decline_rtx(section: list[str]) -> None:
+    """Remove the RTX payload types of one media section (``m=`` line first) and its RTX SSRCs, in place."""
+    rtx = {line[9:].split()[0] for line in section
+           if line.startswith("a=rtpmap:") and line.split()[1:2] and line.split()[1].lower().startswith("rtx/")}
+    repair = {member for line in section if line.startswith("a=ssrc-group:FID ")
+              for member in line.split()[2:]}
+    if not rtx and not repair:
+        return
+    kept: list[str] = []
+    for line in section:
+        if line.startswith("m="):
+            parts = line.split(" ")
+            line = " ".join(parts[:3] + [pt for pt in parts[3:] if pt not in rtx])
+        elif line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")) and line.split(":", 1)[1].split()[0] in rtx:
+            continue
+        elif line.startswith("a=ssrc-group:FID ") or \
+                (line.startswith("a=ssrc:") and line[7:].split()[0] in repair):
+            continue
+        kept.append(line)
+    section[:] = kept

@@ -16,8 +16,8 @@ needs, possibly none) and the client adds them and offers again. A section that 
 answered ``inactive`` from then on and never reused, which keeps every sender's RTP stream its own.
 
 ``SinglePeer`` presents the calls ``Participant`` makes on its publisher and subscriber peers of ``/rtc``, so a
-participant uses the same object for both. From the media side it uses only what the subscriber peer uses: a
-relay's ``subscribe(track_sid)`` (a track yielding the relayed packets), ``discard``/``stop``, and the msid setter.
+participant uses the same object for both. Its media goes through one ``RtpPort`` (forwarding.py), which routes
+what the client sends to the relays of its tracks and sends the client the down tracks of its subscriptions.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc import (
-    MediaStreamTrack,
     RTCBundlePolicy,
     RTCConfiguration,
     RTCDataChannel,
@@ -41,7 +40,8 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from nbagents.server import _aiortc
-from nbagents.server.sdp import MediaSection, media_sections
+from nbagents.server.forwarding import Codec, DownTrack, RtpPort, TrackRelay
+from nbagents.server.sdp import MediaSection, finish_answer, media_sections
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,10 @@ DATA_PACKET_LABELS = ("_reliable", "_lossy")
 class _Forwarded:
     """A subscribed track and, once an answer placed it, the section that carries it."""
 
-    relay: object
+    relay: TrackRelay
     participant_sid: str
     kind: str
-    track: MediaStreamTrack | None = None
+    downtrack: DownTrack | None = None
     transceiver: RTCRtpTransceiver | None = None
 
 
@@ -78,6 +78,7 @@ class SinglePeer:
     ) -> None:
         # max-bundle, no STUN/TURN: as the /rtc peers (see media._configuration)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.port: RtpPort | None = None  # once the first offer created the transport
         self._on_track = on_track
         self._on_track_stopped = on_track_stopped
         self._on_data = on_data
@@ -92,7 +93,6 @@ class SinglePeer:
         self._channels: dict[str, RTCDataChannel] = {}
         self._backlog: dict[str, list[bytes]] = {}
         self._early_candidates: list[RTCIceCandidate] = []
-        self._stopping: set[asyncio.Future[None]] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._lock = asyncio.Lock()
         self._closed = False
@@ -107,9 +107,16 @@ class SinglePeer:
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply the client's offer, place waiting subscriptions in free receive-only sections, and answer."""
-        sections = {s.mid: s for s in media_sections(offer_sdp)}
+        offered = media_sections(offer_sdp)
+        sections = {s.mid: s for s in offered}
         async with self._lock:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            if self.port is None:
+                transport = _aiortc.dtls_transport(self.pc)
+                if transport is not None:
+                    self.port = RtpPort(transport)
+            for transceiver in self.pc.getTransceivers():
+                _aiortc.adopt_receiver(transceiver.receiver)
             await self._apply_early_candidates()
             self._note_receive_sections(sections)
             self._place_waiting_tracks()
@@ -118,7 +125,7 @@ class SinglePeer:
             self._report_client_tracks(sections)
             self._answered = True
             self._renegotiation_requested = False
-            sdp = self.pc.localDescription.sdp
+            sdp = finish_answer(self.pc.localDescription.sdp, offered)
         if self._waiting():  # after the caller has sent this answer: the client offers again once it has it
             task = asyncio.ensure_future(self.negotiate())
             self._tasks.add(task)
@@ -145,8 +152,12 @@ class SinglePeer:
             if not free:
                 continue
             transceiver = free[0]
-            forwarded.track = forwarded.relay.subscribe(track_sid)  # type: ignore[attr-defined]
-            transceiver.sender.replaceTrack(forwarded.track)
+            assert self.port is not None, "an offer was applied, so the transport exists"
+            downtrack = DownTrack(forwarded.relay, self.port, ssrc=0)
+            downtrack.ssrc = _aiortc.adopt_sender(transceiver.sender, downtrack.start, downtrack.stop)
+            self.port.add_downtrack(downtrack)
+            forwarded.relay.attach(downtrack)
+            forwarded.downtrack = downtrack
             _aiortc.set_msid(transceiver.sender, f"{forwarded.participant_sid}|{track_sid}", track_sid)
             transceiver.direction = "sendonly"
             forwarded.transceiver = transceiver
@@ -203,12 +214,19 @@ class SinglePeer:
     def forwarded_track_sids(self) -> set[str]:
         return set(self._forwarded)
 
-    def forward(self, relay: object, participant_sid: str, track_sid: str) -> None:
+    def forward(self, relay: TrackRelay, participant_sid: str, track_sid: str) -> None:
         """Relay a published track to this client; it is placed in a section by the next answer."""
         if track_sid in self._forwarded or self._closed:
             return
-        kind = getattr(relay, "kind", "audio")
-        self._forwarded[track_sid] = _Forwarded(relay, participant_sid, kind)
+        self._forwarded[track_sid] = _Forwarded(relay, participant_sid, relay.kind)
+
+    def relay(self, section: MediaSection, track_sid: str, codec: Codec,
+              on_media: Callable[[], None] | None = None) -> TrackRelay:
+        """Start relaying the track the client sends on ``section``; ``on_media()`` runs at its first packet."""
+        assert self.port is not None, "a section was answered, so the transport exists"
+        relay = TrackRelay(track_sid, codec, self.port, section.rids, on_media=on_media)
+        self.port.receive(section, relay)
+        return relay
 
     def stop_forwarding(self, track_sid: str) -> bool:
         """Stop relaying a track. Always False: no new offer is needed at once (the client learns of the end of
@@ -216,14 +234,12 @@ class SinglePeer:
         forwarded = self._forwarded.pop(track_sid, None)
         if forwarded is None or forwarded.transceiver is None or self._closed:
             return False
-        if forwarded.track is not None:
-            forwarded.track.stop()
+        if forwarded.downtrack is not None:
+            forwarded.downtrack.stop()
         transceiver = forwarded.transceiver
-        transceiver.sender.replaceTrack(None)
         transceiver.direction = "inactive"
-        stopping = asyncio.ensure_future(transceiver.sender.stop())  # else it polls for a track for ever
-        self._stopping.add(stopping)
-        stopping.add_done_callback(self._stopping.discard)
+        # the section is never reused; a later subscription to the same track gets another, with the same msid
+        _aiortc.set_msid(transceiver.sender, f"{track_sid}-stopped", transceiver.mid or track_sid)
         return False
 
     # --- data: the client's own channels carry both directions
@@ -285,8 +301,7 @@ class SinglePeer:
         if self._closed:
             return
         self._closed = True
-        for forwarded in self._forwarded.values():
-            if forwarded.track is not None:
-                forwarded.track.stop()
+        if self.port is not None:
+            self.port.close()
         self._forwarded.clear()
         await self.pc.close()

@@ -109,9 +109,13 @@ async def test_late_joiner_receives_existing_tracks(participants):
 async def test_join_lists_the_tracks_already_published(participants):
     room = unique_room()
     alice = await participants(room, "alice")
-    tone = await alice.publish_tone(440)
     bob = await participants(room, "bob")
-    assert list(bob.remote("alice").track_publications) == [tone.publication.sid]
+    tone = await alice.publish_tone(440)
+    # Both engines publish a track to the room when its media starts (not when publish_track returns):
+    # once bob has seen it, anyone who joins finds it in the room's state at once.
+    await bob.events.wait("track_published", lambda pub, p: pub.sid == tone.publication.sid)
+    carol = await participants(room, "carol")
+    assert list(carol.remote("alice").track_publications) == [tone.publication.sid]
 
 
 async def test_second_publisher_renegotiates_and_both_are_heard(participants):

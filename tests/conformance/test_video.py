@@ -1,24 +1,36 @@
-"""Video: out of scope for the embedded server, which accepts a video publish without harm (and does not
-relay it); livekit-server relays it. The first is checked on every engine, the second is a known difference."""
+"""Video tracks: what is published is really decoded by the subscriber, at the published size and colour.
+
+Each test reads decoded frames out of the subscriber's ``VideoStream`` (a subscription that carries no
+decodable video must fail) and compares their size and colour with what was published. Both engines
+forward the encoded stream without decoding it; a subscriber that joins later can only start decoding
+from a keyframe, which the server asks the publisher for.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
+import numpy as np
+import pytest
 from livekit import rtc
 
-from .helpers import TIMEOUT, engine_difference, listening, unique_room
+from .helpers import TIMEOUT, Peer, listening, unique_room
 
-WIDTH, HEIGHT = 64, 48
+COLOUR = (200, 60, 30)  # the test picture: one uniform colour, easy to recognise after lossy coding
+TOLERANCE = 24  # per channel, after encoding, decoding and two colour space conversions
 
 
 @contextlib.asynccontextmanager
-async def camera(participant: rtc.LocalParticipant):
-    """Publishes a small grey video track at about 15 frames per second."""
-    source = rtc.VideoSource(WIDTH, HEIGHT)
-    track = rtc.LocalVideoTrack.create_video_track("camera", source)
-    frame = rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, bytes([128]) * (WIDTH * HEIGHT * 4))
+async def camera(participant: rtc.LocalParticipant, width: int = 320, height: int = 180,
+                 codec: int | None = None, name: str = "camera") -> AsyncIterator[rtc.LocalTrackPublication]:
+    """Publishes a uniform picture of COLOUR at about 15 frames per second."""
+    source = rtc.VideoSource(width, height)
+    track = rtc.LocalVideoTrack.create_video_track(name, source)
+    pixels = np.empty((height, width, 4), dtype=np.uint8)
+    pixels[:, :] = (*COLOUR, 255)
+    frame = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, pixels.tobytes())
 
     async def play() -> None:
         while True:
@@ -26,9 +38,11 @@ async def camera(participant: rtc.LocalParticipant):
             await asyncio.sleep(1 / 15)  # the frame rate of the test video, not a wait for anything
 
     player = asyncio.ensure_future(play())
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+    if codec is not None:
+        options.video_codec = codec
     try:
-        publication = await asyncio.wait_for(participant.publish_track(
-            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)), TIMEOUT)
+        publication = await asyncio.wait_for(participant.publish_track(track, options), TIMEOUT)
         yield publication
     finally:
         player.cancel()
@@ -36,7 +50,102 @@ async def camera(participant: rtc.LocalParticipant):
             await player
 
 
-async def test_video_publish_is_accepted_without_harm_to_audio(participants):
+async def subscribed_video(peer: Peer, publisher: str) -> rtc.RemoteVideoTrack:
+    (track, _, _) = await peer.events.wait(
+        "track_subscribed", lambda t, pub, p: p.identity == publisher and pub.kind == rtc.TrackKind.KIND_VIDEO)
+    return track
+
+
+async def frames_of_size(track: rtc.Track, width: int, height: int, count: int = 3,
+                         timeout: float = TIMEOUT) -> list[rtc.VideoFrame]:
+    """The first ``count`` decoded frames of the given size (smaller simulcast layers may come first)."""
+    stream = rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA)
+    matching: list[rtc.VideoFrame] = []
+    seen: list[tuple[int, int]] = []
+
+    async def read() -> None:
+        async for event in stream:
+            seen.append((event.frame.width, event.frame.height))
+            if (event.frame.width, event.frame.height) == (width, height):
+                matching.append(event.frame)
+                if len(matching) == count:
+                    return
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"{len(matching)} of {count} frames of {width}x{height} within {timeout:.0f} s; "
+                             f"decoded: {seen[:20]}{'...' if len(seen) > 20 else ''}") from None
+    finally:
+        await stream.aclose()
+    return matching
+
+
+def assert_shows_colour(frame: rtc.VideoFrame) -> None:
+    pixels = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
+    centre = pixels[frame.height // 4: 3 * frame.height // 4, frame.width // 4: 3 * frame.width // 4, :3]
+    mean = centre.reshape(-1, 3).mean(axis=0)
+    assert np.all(np.abs(mean - COLOUR) <= TOLERANCE), f"decoded colour {mean.round()} is not {COLOUR}"
+
+
+CODECS = {"vp8": rtc.VideoCodec.VP8, "h264": rtc.VideoCodec.H264, "vp9": rtc.VideoCodec.VP9,
+          "av1": rtc.VideoCodec.AV1}
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+async def test_video_is_relayed_in_the_published_size_and_colour(participants, codec):
+    room = unique_room()
+    alice = await participants(room, "alice")
+    bob = await participants(room, "bob")
+    async with camera(alice.local, 320, 180, CODECS[codec]) as video:
+        track = await subscribed_video(bob, "alice")
+        publication = bob.remote("alice").track_publications[video.sid]
+        assert publication.mime_type.lower() == f"video/{codec}"
+        frames = await frames_of_size(track, 320, 180)
+        assert_shows_colour(frames[-1])
+
+
+async def test_a_simulcast_publisher_is_received_in_its_full_size(participants):
+    room = unique_room()
+    alice = await participants(room, "alice")
+    bob = await participants(room, "bob")
+    async with camera(alice.local, 640, 360):  # the SDK sends two layers at this size, 640x360 and 320x180
+        track = await subscribed_video(bob, "alice")
+        frames = await frames_of_size(track, 640, 360)
+        assert_shows_colour(frames[-1])
+
+
+async def test_a_late_subscriber_gets_a_keyframe_and_decodes(participants):
+    """WebRTC encoders send a keyframe only at the start and on request: a subscriber arriving once the stream
+    runs can decode only because the server asks the publisher for a new one."""
+    room = unique_room()
+    alice = await participants(room, "alice")
+    bob = await participants(room, "bob")
+    async with camera(alice.local, 320, 180):
+        await frames_of_size(await subscribed_video(bob, "alice"), 320, 180)
+        await asyncio.sleep(2)  # the stream's first keyframe is long gone
+        carol = await participants(room, "carol")
+        frames = await frames_of_size(await subscribed_video(carol, "alice"), 320, 180)
+        assert_shows_colour(frames[-1])
+
+
+async def test_a_video_subscription_can_stop_and_start_again(participants):
+    room = unique_room()
+    alice = await participants(room, "alice")
+    bob = await participants(room, "bob", auto_subscribe=False)
+    async with camera(alice.local, 320, 180) as video:
+        (publication, _) = await bob.events.wait("track_published", lambda pub, p: pub.sid == video.sid)
+        publication.set_subscribed(True)
+        await frames_of_size(await subscribed_video(bob, "alice"), 320, 180)
+        publication.set_subscribed(False)
+        await bob.events.wait("track_unsubscribed", lambda t, pub, p: pub.sid == video.sid)
+        mark = bob.events.mark()
+        publication.set_subscribed(True)
+        (track, _, _) = await bob.events.wait("track_subscribed", lambda t, pub, p: pub.sid == video.sid, after=mark)
+        await frames_of_size(track, 320, 180)
+
+
+async def test_video_and_audio_of_one_participant_both_arrive(participants):
     room = unique_room()
     alice = await participants(room, "alice")
     bob = await participants(room, "bob")
@@ -45,22 +154,6 @@ async def test_video_publish_is_accepted_without_harm_to_audio(participants):
         await alice.publish_tone(440)
         async with listening(await bob.wait_for_track("alice", "tone")) as heard:
             await heard.hears_tone(440)
+        await frames_of_size(await subscribed_video(bob, "alice"), 320, 180)
         await alice.send_data(b"after video")
         await bob.events.wait("data_received", lambda packet: packet.data == b"after video")
-
-
-@engine_difference("embedded", reason="video is out of scope: accepted, announced, but not relayed")
-async def test_video_is_relayed_to_subscribers(participants):
-    room = unique_room()
-    alice = await participants(room, "alice")
-    bob = await participants(room, "bob")
-    async with camera(alice.local):
-        (track, _, _) = await bob.events.wait(
-            "track_subscribed", lambda t, pub, p: p.identity == "alice" and pub.kind == rtc.TrackKind.KIND_VIDEO,
-            timeout=TIMEOUT / 2)  # still generous: livekit-server subscribes within a second here
-        stream = rtc.VideoStream(track)
-        try:
-            event = await asyncio.wait_for(anext(aiter(stream)), TIMEOUT)
-        finally:
-            await stream.aclose()
-        assert (event.frame.width, event.frame.height) == (WIDTH, HEIGHT)
