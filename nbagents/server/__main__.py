@@ -14,7 +14,7 @@ import sys
 from aiohttp import web
 
 from nbagents import _lifeline
-from nbagents.server import _aiortc
+from nbagents.server import _aiortc, forwarding
 from nbagents.server.app import make_app
 from nbagents.server.process import DEFAULT_API_KEY, SECRET_ENV, ready_line
 from nbagents.server.rooms import DEFAULT_DEPARTURE_TIMEOUT, DEFAULT_EMPTY_TIMEOUT, RoomDefaults
@@ -26,6 +26,13 @@ def _seconds(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative; give a number of seconds >= 0")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage from 0 to below 100")
     return value
 
 
@@ -44,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--departure-timeout", type=_seconds, default=DEFAULT_DEPARTURE_TIMEOUT, metavar="S",
                         help="close a room S seconds after its last participant left "
                              f"(default {DEFAULT_DEPARTURE_TIMEOUT:.0f})")
+    parser.add_argument("--simulate-loss", type=_percent, default=0.0, metavar="PCT",
+                        help="drop PCT %% of the media packets the server receives and sends, to try how clients "
+                             "and agents cope with a lossy network (default 0)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every signaling step")
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ready-json", action="store_true", help=argparse.SUPPRESS)
@@ -120,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"nbagents server: {exc}", file=sys.stderr)
         return 1
+    forwarding.SIMULATED_LOSS = args.simulate_loss / 100
+    if args.simulate_loss:
+        log.warning("simulating a lossy network: %g %% of media packets are dropped", args.simulate_loss)
     addresses = _ice_addresses(args.host, args.ice_address)
     if addresses is not None:
         _aiortc.restrict_host_addresses(addresses)

@@ -35,6 +35,7 @@ def check_internals() -> None:
     needed = {
         "aioice.ice.get_host_addresses": hasattr(aioice.ice, "get_host_addresses"),
         "aioice.ice.Connection._nominated": "_nominated" in aioice.ice.Connection.__init__.__code__.co_names,
+        "aioice.ice.Connection.data_received": hasattr(aioice.ice.Connection, "data_received"),
         "aiortc.codecs.CODECS": isinstance(getattr(aiortc_codecs, "CODECS", None), dict),
         "aiortc.rtp.DYNAMIC_PAYLOAD_TYPES": hasattr(aiortc_rtp, "DYNAMIC_PAYLOAD_TYPES"),
         "RTCDtlsTransport._handle_rtp_data": hasattr(RTCDtlsTransport, "_handle_rtp_data"),
@@ -128,6 +129,24 @@ def take_over_rtp(transport: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtpH
 
     transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
     transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
+
+
+def drop_received_rtp(transport: RTCDtlsTransport, drop: Callable[[], bool]) -> None:
+    """Discard received SRTP packets (not SRTCP) for which ``drop()`` is true, before they are decrypted.
+
+    For ``--simulate-loss``: a packet lost on the network never reaches SRTP, so a retransmission of it is
+    accepted; dropped after decryption, its retransmission would be refused as a replay. The ICE
+    connection hands every datagram to ``Connection.data_received``, shadowed here on the instance.
+    """
+    connection: Any = transport.transport._connection
+    original = connection.data_received
+
+    def data_received(data: bytes, component: int) -> None:
+        if len(data) > 1 and 127 < data[0] < 192 and not 192 <= data[1] <= 223 and drop():
+            return
+        original(data, component)
+
+    connection.data_received = data_received
 
 
 class SrtpWriter:

@@ -57,6 +57,10 @@ NACK_TRIES, NACK_INTERVAL = 3, 0.05
 #: a gap larger than this is a restart or a jump, not loss: it is not NACKed
 NACK_MAX_GAP = 200
 
+#: share of RTP packets dropped on arrival and on sending (``nbagents server --simulate-loss``), to try how
+#: clients and agents cope with a lossy network; 0 in normal operation
+SIMULATED_LOSS = 0.0
+
 #: LiveKit's simulcast layer names, lowest to highest; other names rank by the order the offer lists them
 _LIVEKIT_RIDS = ("q", "h", "f")
 
@@ -388,8 +392,11 @@ class RtpPort:
 
     def __init__(self, transport: object, *, on_unknown: Callable[[int], None] | None = None) -> None:
         self._writer = _aiortc.SrtpWriter(transport)  # type: ignore[arg-type]
-        self.send_rtp = self._writer.send_rtp
+        self._loss = SIMULATED_LOSS
+        self.send_rtp = self._writer.send_rtp if not self._loss else self._send_rtp_lossy
         self.send_rtcp = self._writer.send_rtcp
+        if self._loss:
+            _aiortc.drop_received_rtp(transport, lambda: random.random() < self._loss)  # type: ignore[arg-type]
         self.rtcp_ssrc = random.getrandbits(32) or 1
         self._by_ssrc: dict[int, Layer] = {}
         self._sections: dict[str, tuple[TrackRelay, int | None, int | None]] = {}  # mid -> relay, mid/rid ext ids
@@ -454,6 +461,11 @@ class RtpPort:
             self._unknown_logged.add(ssrc)
             log.debug("dropping RTP of unknown ssrc %d (mid %s)", ssrc, mid)
         return None
+
+    def _send_rtp_lossy(self, data: bytes) -> bool:
+        if random.random() < self._loss:
+            return True  # as if sent, and lost on the way
+        return self._writer.send_rtp(data)
 
     def _on_rtp(self, data: bytes) -> None:
         if len(data) < 12:

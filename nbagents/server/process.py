@@ -51,7 +51,8 @@ class DevServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
                  api_secret: str | None = None, verbose: bool = False, empty_timeout: float | None = None,
-                 departure_timeout: float | None = None, start_timeout: float = START_TIMEOUT) -> None:
+                 departure_timeout: float | None = None, start_timeout: float = START_TIMEOUT,
+                 simulate_loss: float = 0.0) -> None:
         self.host = host
         self.port = port
         self.api_key = api_key or DEFAULT_API_KEY
@@ -60,6 +61,7 @@ class DevServer:
         self.empty_timeout = empty_timeout
         self.departure_timeout = departure_timeout
         self.start_timeout = start_timeout
+        self.simulate_loss = simulate_loss  # percent of media packets dropped each way (nbagents server --simulate-loss)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._credentials: Credentials | None = None
@@ -104,6 +106,8 @@ class DevServer:
             cmd += ["--empty-timeout", str(self.empty_timeout)]
         if self.departure_timeout is not None:
             cmd += ["--departure-timeout", str(self.departure_timeout)]
+        if self.simulate_loss:
+            cmd += ["--simulate-loss", str(self.simulate_loss)]
         if self.verbose:
             cmd.append("-v")
         return cmd
