@@ -41,6 +41,7 @@ __all__ = [
     "TurnMetrics",
     "UserStateChanged",
     "UserTranscribed",
+    "VideoStats",
     "from_json",
     "transcript_entry",
 ]
@@ -210,6 +211,26 @@ class RecordingChanged(Event):
     kind: ClassVar[str] = "recording"
     change: str  # "started" | "finished"
     recording: RecordingInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoStats(Event):
+    """Statistics of one subscribed video track over the last second, with a small thumbnail.
+
+    Computed in the job process by its monitor's own ``VideoStream``. ``fps`` counts decoded frames;
+    ``bitrate_kbps`` is what the track received (WebRTC statistics); ``thumbnail_jpeg`` is the latest frame
+    scaled to at most ``THUMBNAIL_WIDTH`` pixels wide, JPEG, base64 ("" when no frame arrived yet).
+    """
+
+    kind: ClassVar[str] = "video"
+    track_sid: str
+    participant_identity: str
+    frames: int  # total frames decoded on this track so far
+    width: int
+    height: int
+    fps: float
+    bitrate_kbps: float
+    thumbnail_jpeg: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,6 +447,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TrackChanged,
         DataReceived,
         AudioStats,
+        VideoStats,
         LogRecord,
         ErrorRaised,
         LoopHealth,

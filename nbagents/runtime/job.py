@@ -23,10 +23,10 @@ from nbagents.runtime import events as ev
 from nbagents.runtime import watchdog
 from nbagents.runtime.ipc import JobFinished
 
-__all__ = ["Job", "JobResult", "AudioTrackState", "DataMessage", "Recording", "VoiceSession", "jobs"]
+__all__ = ["Job", "JobResult", "AudioTrackState", "VideoTrackState", "DataMessage", "Recording", "VoiceSession", "jobs"]
 
 HISTORY_LIMIT = 5000  # events other than audio statistics
-AUDIO_HISTORY_LIMIT = 3000  # audio statistics (20 a second per track), kept apart so they never push others out
+AUDIO_HISTORY_LIMIT = 3000  # audio and video statistics (20 and 1 a second per track), kept apart so they never push others out
 LEVEL_HISTORY = 400  # per track: 20 s of (time, rms, peak) at 20 updates a second
 DATA_LIMIT = 500
 LOG_LIMIT = 2000
@@ -84,6 +84,22 @@ class AudioTrackState:
     levels: collections.deque[tuple[float, float, float]] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=LEVEL_HISTORY)
     )  # (time, rms, peak), oldest first
+
+
+@dataclasses.dataclass
+class VideoTrackState:
+    """Latest statistics of one subscribed video track (see :class:`nbagents.runtime.events.VideoStats`)."""
+
+    track_sid: str
+    participant_identity: str
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    bitrate_kbps: float = 0.0
+    thumbnail_jpeg: str = ""  # base64, the latest of about one a second
+    updated: float = 0.0
+    active: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +181,7 @@ class Job:
       metadata, tracks) of everyone currently in the room, the agent included (``local=True``)
     - ``audio_tracks``: track sid -> :class:`AudioTrackState`, latest stats, decimated waveform and
       a short level history
+    - ``video_tracks``: track sid -> :class:`VideoTrackState`, latest size, frame rate, bitrate, thumbnail
     - ``data_messages``: bounded deque of :class:`DataMessage` (the agent's own included, ``local=True``)
     - ``recordings``: file name -> :class:`Recording` of each audio track the job records
     - ``logs``: bounded deque of :class:`~nbagents.runtime.events.LogRecord`
@@ -204,6 +221,7 @@ class Job:
         self._seq = 0
         self.participants: dict[str, ev.ParticipantInfo] = {}
         self.audio_tracks: dict[str, AudioTrackState] = {}
+        self.video_tracks: dict[str, VideoTrackState] = {}
         self.data_messages: collections.deque[DataMessage] = collections.deque(maxlen=DATA_LIMIT)
         self.logs: collections.deque[ev.LogRecord] = collections.deque(maxlen=LOG_LIMIT)
         self.errors: list[ev.ErrorRaised] = []
@@ -255,7 +273,7 @@ class Job:
 
     def _record(self, event: ev.Event) -> None:
         self._seq += 1
-        target = self._audio_history if isinstance(event, ev.AudioStats) else self._history
+        target = self._audio_history if isinstance(event, (ev.AudioStats, ev.VideoStats)) else self._history
         target.append((self._seq, event))
 
     @property
@@ -443,7 +461,7 @@ class Job:
         elif isinstance(event, ev.ParticipantChanged):
             if event.change == "left":
                 self.participants.pop(event.participant.identity, None)
-                for track in self.audio_tracks.values():
+                for track in [*self.audio_tracks.values(), *self.video_tracks.values()]:
                     if track.participant_identity == event.participant.identity:
                         track.active = False
             else:
@@ -451,6 +469,8 @@ class Job:
         elif isinstance(event, ev.TrackChanged):
             if event.change == "unsubscribed" and event.track.sid in self.audio_tracks:
                 self.audio_tracks[event.track.sid].active = False
+            if event.change == "unsubscribed" and event.track.sid in self.video_tracks:
+                self.video_tracks[event.track.sid].active = False
         elif isinstance(event, ev.AudioStats):
             state = self.audio_tracks.get(event.track_sid)
             if state is None:
@@ -459,6 +479,14 @@ class Job:
             state.samples_per_frame, state.rms, state.peak = event.samples_per_frame, event.rms, event.peak
             state.waveform, state.updated, state.active = event.waveform, event.time, True
             state.levels.append((event.time, event.rms, event.peak))
+        elif isinstance(event, ev.VideoStats):
+            video = self.video_tracks.get(event.track_sid)
+            if video is None:
+                video = self.video_tracks[event.track_sid] = VideoTrackState(event.track_sid, event.participant_identity)
+            video.frames, video.width, video.height = event.frames, event.width, event.height
+            video.fps, video.bitrate_kbps, video.updated, video.active = event.fps, event.bitrate_kbps, event.time, True
+            if event.thumbnail_jpeg:
+                video.thumbnail_jpeg = event.thumbnail_jpeg
         elif isinstance(event, ev.DataReceived):
             self.data_messages.append(
                 DataMessage(event.sender, event.topic, event.size, event.text, event.payload_hex, event.time, event.local)

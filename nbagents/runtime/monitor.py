@@ -5,14 +5,17 @@ monitor's own ``rtc.AudioStream`` per subscribed audio track, so they do not dep
 streams the user's entrypoint reads. The same frames feed the job's
 :class:`~nbagents.runtime.recorder.AudioRecorder` when there is one, which also records the agent's own
 published audio tracks. Data the agent publishes is reported too (``DataReceived`` with ``local=True``).
-:class:`SessionMonitor` follows the job's livekit-agents ``AgentSession`` s: agent and user states,
-transcripts, conversation items, tool calls, turn metrics.
+Video statistics (with a thumbnail, once a second) come from the monitor's own ``rtc.VideoStream`` per
+subscribed video track. :class:`SessionMonitor` follows the job's livekit-agents ``AgentSession`` s:
+agent and user states, transcripts, conversation items, tool calls, turn metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -29,6 +32,8 @@ __all__ = ["RoomMonitor", "SessionMonitor", "participant_info", "track_info"]
 
 AUDIO_WINDOW_SECONDS = 0.05  # ~20 updates a second
 WAVEFORM_POINTS = 64
+VIDEO_WINDOW_SECONDS = 1.0  # video statistics and a new thumbnail once a second
+THUMBNAIL_WIDTH = 160
 
 Emit = Callable[[ev.Event], None]
 
@@ -76,6 +81,7 @@ class RoomMonitor:
         self._local_audio_tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False  # the room is closing: the SDK's complaints about it are expected
         self._sdk_logs = sdk_logs.install(lambda: self._closing)
+        self._video_tasks: dict[str, asyncio.Task[None]] = {}
         handlers: dict[str, Callable[..., None]] = {
             "participant_connected": self._on_participant_connected,
             "participant_disconnected": self._on_participant_disconnected,
@@ -115,6 +121,8 @@ class RoomMonitor:
             for publication in participant.track_publications.values():
                 if publication.track is not None and publication.kind == rtc.TrackKind.KIND_AUDIO:
                     self._start_audio(publication.track, publication, participant)
+                elif publication.track is not None and publication.kind == rtc.TrackKind.KIND_VIDEO:
+                    self._start_video(publication.track, publication, participant)
 
     def _mark_closing(self) -> None:
         self._closing = True
@@ -125,9 +133,10 @@ class RoomMonitor:
 
     async def aclose(self) -> None:
         self._closing = True
-        tasks = [*self._audio_tasks.values(), *self._local_audio_tasks.values()]
+        tasks = [*self._audio_tasks.values(), *self._local_audio_tasks.values(), *self._video_tasks.values()]
         self._audio_tasks.clear()
         self._local_audio_tasks.clear()
+        self._video_tasks.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -173,12 +182,15 @@ class RoomMonitor:
         self._track("subscribed", participant, publication)
         if track.kind == rtc.TrackKind.KIND_AUDIO:
             self._start_audio(track, publication, participant)
+        elif track.kind == rtc.TrackKind.KIND_VIDEO:
+            self._start_video(track, publication, participant)
 
     def _on_track_unsubscribed(self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
         self._track("unsubscribed", participant, publication)
-        task = self._audio_tasks.pop(publication.sid, None)
-        if task is not None:
-            task.cancel()
+        for tasks in (self._audio_tasks, self._video_tasks):
+            task = tasks.pop(publication.sid, None)
+            if task is not None:
+                task.cancel()
 
     def _on_local_track_published(self, publication: rtc.LocalTrackPublication, track: rtc.Track) -> None:
         self._track("local_published", self._room.local_participant, publication)
@@ -280,6 +292,71 @@ class RoomMonitor:
                 self._recorder.finish(track_sid)
             with contextlib.suppress(Exception):
                 await stream.aclose()
+
+    # ---- video ------------------------------------------------------------------------------------
+
+    def _start_video(self, track: rtc.Track, publication: rtc.TrackPublication, participant: rtc.Participant) -> None:
+        if publication.sid in self._video_tasks:
+            return
+        task = asyncio.get_event_loop().create_task(self._watch_video(track, publication.sid, participant.identity))
+        self._video_tasks[publication.sid] = task
+
+    async def _watch_video(self, track: rtc.Track, track_sid: str, identity: str) -> None:
+        stream = rtc.VideoStream(track)
+        frames = window_frames = 0
+        latest: rtc.VideoFrame | None = None
+        window_start = time.monotonic()
+        received = await _bytes_received(track)
+        try:
+            async for event in stream:
+                frames += 1
+                window_frames += 1
+                latest = event.frame
+                now = time.monotonic()
+                if now - window_start < VIDEO_WINDOW_SECONDS:
+                    continue
+                total = await _bytes_received(track)
+                elapsed = time.monotonic() - window_start
+                self._emit(
+                    ev.VideoStats(
+                        track_sid=track_sid,
+                        participant_identity=identity,
+                        frames=frames,
+                        width=latest.width,
+                        height=latest.height,
+                        fps=round(window_frames / elapsed, 1),
+                        bitrate_kbps=round(max(0, total - received) * 8 / 1000 / elapsed, 1),
+                        thumbnail_jpeg=_thumbnail(latest),
+                    )
+                )
+                received, window_frames, window_start = total, 0, time.monotonic()
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+
+
+async def _bytes_received(track: rtc.Track) -> int:
+    """Bytes the track received so far, from its WebRTC statistics (0 when they are not available)."""
+    try:
+        for stats in await track.get_stats():
+            if stats.WhichOneof("stats") == "inbound_rtp":
+                return int(stats.inbound_rtp.inbound.bytes_received)
+    except Exception:  # statistics are a nicety: a track that cannot report them still shows its frames
+        pass
+    return 0
+
+
+def _thumbnail(frame: rtc.VideoFrame, width: int = THUMBNAIL_WIDTH) -> str:
+    """The frame scaled down (every n-th pixel) to at most ``width`` pixels wide, as base64 JPEG."""
+    from PIL import Image  # only jobs that receive video pay for the import
+
+    rgba = frame.convert(rtc.VideoBufferType.RGBA)
+    pixels = np.frombuffer(rgba.data, dtype=np.uint8).reshape(rgba.height, rgba.width, 4)
+    step = max(1, -(-rgba.width // width))
+    small = np.ascontiguousarray(pixels[::step, ::step, :3])
+    out = io.BytesIO()
+    Image.fromarray(small).save(out, format="JPEG", quality=70)
+    return base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def _decimate(samples: np.ndarray, points: int = WAVEFORM_POINTS) -> tuple[float, ...]:

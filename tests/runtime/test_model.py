@@ -94,6 +94,8 @@ def test_events_round_trip_through_json() -> None:
             "ann", "PA_1", "Ann", "standard", {"k": "v"}, "", (ev.TrackInfo("TR_1", "mic", "audio", "microphone", False, True),))),
         ev.TrackChanged(change="subscribed", participant_identity="ann", track=ev.TrackInfo("TR_1", "mic", "audio", "microphone", False, True)),
         audio(0.3),
+        ev.VideoStats(track_sid="TR_2", participant_identity="ann", frames=30, width=640, height=360, fps=15.0,
+                      bitrate_kbps=480.5, thumbnail_jpeg="/9j/4AAQ"),
         ev.ShutdownStarted(reason="r", deadline=1.0, callbacks=("a", "b")),
         ev.CallbackOutcome(name="a", status="finished", value={"x": [1]}),
     ]
