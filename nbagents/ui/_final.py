@@ -64,6 +64,11 @@ def state_json(job: Job, result: JobResult) -> dict[str, Any]:
             }
             for sid, t in list(job.audio_tracks.items())
         },
+        "video_tracks": {
+            sid: {"participant": v.participant_identity, "frames": v.frames, "width": v.width, "height": v.height,
+                  "fps": v.fps, "bitrate_kbps": v.bitrate_kbps}
+            for sid, v in list(job.video_tracks.items())
+        },
         "data_messages": len(job.data_messages),
         "recordings": recordings_json(job, result.recordings),
         "log_dir": display_path(result.log_dir, result.log_dir) if result.log_dir else None,
@@ -98,6 +103,11 @@ def state_markdown(state: dict[str, Any]) -> str:
         for r in state["recordings"]:
             lines.append(f"| `{_md(r['file'])}` | {_md(r['participant'])} ({r['direction']}) | {r['seconds']:.1f} | "
                          f"{r['bytes'] // 1024} KB | {r['status']} |")
+    if state.get("video_tracks"):
+        lines += ["", "| video track | participant | frames | size | frame rate | bitrate |", "|---|---|---|---|---|---|"]
+        for sid, v in state["video_tracks"].items():
+            lines.append(f"| `{sid}` | {_md(v['participant'])} | {v['frames']} | {v['width']}x{v['height']} | "
+                         f"{v['fps']:g} fps | {v['bitrate_kbps']:g} kbit/s |")
     if state["error"]:
         lines += ["", "```", state["error"].rstrip(), "```"]
     if state["log_dir"]:
@@ -139,6 +149,18 @@ def final_plot_png(job: Job) -> bytes | None:
         for sid in histories
     ]
     return stack_pngs(pngs)
+
+
+def video_line(video: Any) -> str:
+    """One video track's statistics as HTML (a :class:`~nbagents.runtime.job.VideoTrackState`)."""
+    import html
+
+    status = "" if video.active else " · <i>ended</i>"
+    return (f"<code>{html.escape(video.track_sid)}</code> from <b>{html.escape(video.participant_identity)}</b>: "
+            f"<span class='nbagents-video-size'>{video.width}x{video.height}</span> · "
+            f"<span class='nbagents-video-fps'>{video.fps:g}</span> fps · "
+            f"<span class='nbagents-video-kbps'>{video.bitrate_kbps:g}</span> kbit/s · "
+            f"<span class='nbagents-frames'>{video.frames}</span> frames{status}")
 
 
 def track_title(job: Job, track_sid: str, identity: str) -> str:

@@ -9,7 +9,9 @@ rendered off the loop (a worker thread) at most ``plot_rate`` times a second.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
+import dataclasses
 import html
 import logging
 import time
@@ -31,6 +33,7 @@ DEFAULT_PLOT_RATE = 15.0
 DEFAULT_UI_RATE = 8.0
 MAX_PLOTTED_TRACKS = _final.MAX_PLOTTED_TRACKS
 SHOWN_DATA_MESSAGES = 20
+THUMBNAIL_PX = 160
 SHOWN_LOG_RECORDS = 200
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _STATE_COLORS = {
@@ -92,8 +95,21 @@ class _TrackView:
         self.dirty_plot = False
 
 
+class _VideoView:
+    """Thumbnail and statistics line of one video track (the job's monitor sends both about once a second)."""
+
+    def __init__(self) -> None:
+        self.stats = w.HTML()
+        self.image = w.Image(format="jpeg", layout=w.Layout(width=f"{THUMBNAIL_PX}px", max_width="100%"))
+        self.image.add_class("nbagents-thumbnail")
+        self.thumbnail = ""  # the base64 JPEG shown
+        self.box = w.HBox([self.image, self.stats], layout=w.Layout(border="1px solid #ddd", padding="2px 6px",
+                                                                    margin="2px 0", align_items="center"))
+        self.box.add_class("nbagents-video-track")
+
+
 class Inspector:
-    """Live view of one job: header, participants, audio tracks with plots, data, log, errors, controls.
+    """Live view of one job: header, participants, audio tracks with plots, video tracks, data, log, errors, controls.
 
     ``Inspector(job).widget`` is the ipywidgets tree; ``display(inspector)`` shows it together with the
     outputs that keep the final state and plot in the notebook.
@@ -114,6 +130,7 @@ class Inspector:
         except RuntimeError:
             self._loop = getattr(job, "_loop", None)
         self._tracks: dict[str, _TrackView] = {}
+        self._videos: dict[str, _VideoView] = {}
         self._rendering = False
         self._sims: list[Any] = []
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -124,7 +141,7 @@ class Inspector:
         self._ui = Coalescer(self._loop, 1.0 / ui_rate, self._flush)
         self._plots = Coalescer(self._loop, 1.0 / plot_rate, self._flush_plots)
         self._unsubscribe = job.subscribe(self._on_event)
-        self._flush({"header", "participants", "audio", "data", "log", "errors"})
+        self._flush({"header", "participants", "audio", "video", "data", "log", "errors"})
         self._clock: asyncio.TimerHandle | None = None
         if self._loop is not None and not job.done:
             self._tick()
@@ -142,6 +159,9 @@ class Inspector:
         self.tracks_box = w.VBox()
         self.tracks_box.add_class("nbagents-tracks")
         self.no_tracks = w.HTML("<i>no audio track subscribed yet</i>")
+        self.videos_box = w.VBox()
+        self.videos_box.add_class("nbagents-videos")
+        self.no_videos = w.HTML("<i>no video track subscribed yet</i>")
         self.data = w.HTML()
         self.data.add_class("nbagents-data")
         self.log_level = w.Dropdown(options=LOG_LEVELS, value="INFO", description="level", layout=w.Layout(width="180px"))
@@ -205,6 +225,7 @@ class Inspector:
                 self.controls,
                 section("Participants", self.participants),
                 section("Audio tracks", self.no_tracks, self.tracks_box),
+                section("Video tracks", self.no_videos, self.videos_box),
                 section("Data messages", self.data),
                 *extra,
                 section("Log", self.log_level, self.log),
@@ -246,6 +267,8 @@ class Inspector:
                 view.dirty_plot = True
                 self._plots.mark("plots")
             self._ui.mark("meters")
+        elif isinstance(event, ev.VideoStats):
+            self._ui.mark("video")
         elif isinstance(event, ev.ParticipantChanged):
             self._ui.mark("participants")
         elif isinstance(event, ev.TrackChanged):
@@ -272,6 +295,7 @@ class Inspector:
                 "participants": list(self.job.participants.values()),
                 "tracks": [(sid, t.participant_identity, t.frames, t.sample_rate, t.channels, t.samples_per_frame,
                             t.rms, t.peak, t.active) for sid, t in self.job.audio_tracks.items()],
+                "videos": [dataclasses.replace(v) for v in self.job.video_tracks.values()] if "video" in sections else [],
                 "data": list(self.job.data_messages)[-SHOWN_DATA_MESSAGES:] if "data" in sections else [],
                 "logs": list(self.job.logs) if "log" in sections else [],
                 "errors": list(self.job.errors) if "errors" in sections else [],
@@ -282,6 +306,8 @@ class Inspector:
             _set(self.participants, _participants_html(snapshot["participants"]))
         if "audio" in sections or "meters" in sections:
             self._update_tracks(snapshot["tracks"])
+        if "video" in sections:
+            self._update_videos(snapshot["videos"])
         if "data" in sections:
             _set(self.data, _data_html(snapshot["data"]))
         if "log" in sections:
@@ -309,6 +335,18 @@ class Inspector:
             if view.peak.value != peak_r:
                 view.peak.value = peak_r
             _set(view.level, f"<code>rms {rms_r:.3f} · peak {peak_r:.3f}</code>")
+
+    def _update_videos(self, videos: list[Any]) -> None:
+        for video in videos:
+            view = self._videos.get(video.track_sid)
+            if view is None:
+                view = self._videos[video.track_sid] = _VideoView()
+                self.videos_box.children = [*self.videos_box.children, view.box]
+                self.no_videos.layout.display = "none"
+            _set(view.stats, _final.video_line(video))
+            if video.thumbnail_jpeg and video.thumbnail_jpeg != view.thumbnail:
+                view.thumbnail = video.thumbnail_jpeg
+                view.image.value = base64.b64decode(video.thumbnail_jpeg)
 
     def _flush_plots(self, _sections: set[str]) -> None:
         if self._rendering or self._loop is None:
@@ -416,7 +454,7 @@ class Inspector:
         self._unsubscribe()
         self.final_png = png
         self._ui.flush_now()
-        self._flush({"header", "participants", "audio", "data", "log", "errors"})
+        self._flush({"header", "participants", "audio", "video", "data", "log", "errors"})
         for view in self._tracks.values():
             if view.plot is not None:
                 view.image.value = view.plot.render_png()

@@ -15,11 +15,16 @@ import re
 import subprocess
 import sys
 
+import contextlib
+
 import jwt
+import numpy as np
 import pytest
+from livekit import api, rtc
 from PIL import Image
 
 from nbagents import JobContext, launch, sim
+from nbagents.runtime import events as ev
 from nbagents.ui import STATE_MIME, Inspector, join, join_page, join_token, overview
 from nbagents.ui._final import audio_bundle, final_plot_png, plot_bundle, state_bundle
 
@@ -93,6 +98,66 @@ async def test_inspector_shows_participants_attributes_audio_and_plots_live(serv
     assert inspector.stop_button.disabled
     assert inspector.final_png is not None and png_size(inspector.final_png)[1] >= 100
     assert inspector._ui.flushes < len(job.events)  # events were coalesced into fewer redraws
+
+
+COLOUR = (200, 60, 30)
+
+
+@contextlib.asynccontextmanager
+async def camera(server, room: str, identity: str, width: int, height: int):
+    """A participant publishing a moving picture: a uniform COLOUR with a white bar sliding along the bottom."""
+    token = api.AccessToken(server.api_key, server.api_secret).with_identity(identity).with_grants(
+        api.VideoGrants(room_join=True, room=room)).to_jwt()
+    lk_room = rtc.Room()
+    await lk_room.connect(server.url, token)
+    source = rtc.VideoSource(width, height)
+    await lk_room.local_participant.publish_track(rtc.LocalVideoTrack.create_video_track("camera", source),
+                                                  rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+
+    async def play() -> None:
+        for i in range(1 << 30):
+            pixels = np.empty((height, width, 4), dtype=np.uint8)
+            pixels[:, :] = (*COLOUR, 255)
+            bar = (4 * i) % width
+            pixels[-height // 8:, bar:bar + width // 10, :3] = 255
+            source.capture_frame(rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, pixels.tobytes()))
+            await asyncio.sleep(1 / 15)  # the frame rate of the test video
+
+    player = asyncio.ensure_future(play())
+    try:
+        yield lk_room
+    finally:
+        player.cancel()
+        await lk_room.disconnect()
+
+
+async def test_inspector_shows_video_tracks_with_size_rate_bitrate_and_thumbnail(server, room_name, tmp_path) -> None:
+    job = launch(agent_that_listens, room=room_name, shutdown_process_timeout=10, jobs_dir=tmp_path)
+    inspector = Inspector(job)
+    await wait_until(lambda: job.connected is not None, what="the agent to connect")
+    assert "no video track" in inspector.no_videos.value
+    async with camera(server, room_name, "vera", 320, 180):
+        await wait_until(lambda: inspector._videos and "320x180" in next(iter(inspector._videos.values())).stats.value,
+                         what="the video track's size")
+        view = next(iter(inspector._videos.values()))
+        assert "vera" in view.stats.value and inspector.no_videos.layout.display == "none"
+        await wait_until(lambda: len(view.image.value) > 0, what="a thumbnail")
+        first = view.image.value
+        thumbnail = np.asarray(Image.open(io.BytesIO(first)).convert("RGB"))
+        assert thumbnail.shape == (90, 160, 3)  # scaled to the thumbnail width, aspect kept
+        mean = thumbnail[10:60, 10:150].reshape(-1, 3).mean(axis=0)
+        assert np.all(np.abs(mean - COLOUR) < 30), f"thumbnail colour {mean.round()} is not {COLOUR}"
+        await wait_until(lambda: view.image.value != first, what="the thumbnail to refresh (the bar moves)")
+        video = next(iter(job.video_tracks.values()))
+        await wait_until(lambda: video.fps > 5 and video.bitrate_kbps > 0, what="frame rate and bitrate")
+    stats = [e for e in job.events if isinstance(e, ev.VideoStats)]
+    gaps = [b.time - a.time for a, b in zip(stats, stats[1:])]
+    assert gaps and min(gaps) > 0.8  # statistics and thumbnails: at most about one a second
+    result = await job.stop("seen the video")
+    state = state_bundle(job, result, None)
+    (track,) = state[STATE_MIME]["video_tracks"].values()
+    assert (track["width"], track["height"], track["participant"]) == (320, 180, "vera")
+    assert "320x180" in state["text/markdown"]
 
 
 async def test_final_state_bundle_holds_persisted_values_markdown_text_and_png(server, room_name, tmp_path) -> None:
