@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aioice.ice
+import pylibsrtp
 from aiortc import (
     RTCDtlsTransport,
     RTCPeerConnection,
@@ -24,6 +25,7 @@ from aiortc import (
 )
 from aiortc import codecs as aiortc_codecs
 from aiortc import rtp as aiortc_rtp
+from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtcpFeedback
 
@@ -41,7 +43,10 @@ def check_internals() -> None:
         "RTCDtlsTransport._handle_rtp_data": hasattr(RTCDtlsTransport, "_handle_rtp_data"),
         "RTCDtlsTransport._handle_rtcp_data": hasattr(RTCDtlsTransport, "_handle_rtcp_data"),
         "RTCDtlsTransport._tx_srtp": "_tx_srtp" in RTCDtlsTransport.__init__.__code__.co_names,
+        "RTCDtlsTransport._rx_srtp": "_rx_srtp" in RTCDtlsTransport.__init__.__code__.co_names,
+        "RTCDtlsTransport._state": "_state" in RTCDtlsTransport.__init__.__code__.co_names,
         "RTCPeerConnection.__connect": hasattr(RTCPeerConnection, "_RTCPeerConnection__connect"),
+        "RTCCertificate.generateCertificate": hasattr(RTCCertificate, "generateCertificate"),
         "RTCRtpSender._ssrc": "_ssrc" in RTCRtpSender.__init__.__code__.co_names,
         "RTCRtpTransceiver._codecs": "_codecs" in RTCRtpTransceiver.__init__.__code__.co_names,
     }
@@ -58,6 +63,26 @@ def restrict_host_addresses(addresses: Sequence[str]) -> None:
     """
     chosen = list(addresses)
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
+
+
+# --- one DTLS certificate per server
+
+
+def share_certificate() -> None:
+    """Give every PeerConnection of this process the same DTLS certificate, generated once.
+
+    aiortc generates an ECDSA key and a self-signed certificate for every ``RTCPeerConnection`` (a client
+    has two) and hashes it three times for every SDP it writes: milliseconds on each join's critical path.
+    The certificate only has to match the fingerprint in the SDP, which it does; one per server process is
+    what a server keeps (livekit-server's DTLS does the same). aiortc has no option to pass one in.
+    """
+    if getattr(RTCCertificate, "_nbagents_shared", None) is not None:
+        return
+    certificate = RTCCertificate.generateCertificate()
+    fingerprints = certificate.getFingerprints()
+    certificate.getFingerprints = lambda: list(fingerprints)  # type: ignore[method-assign]
+    RTCCertificate._nbagents_shared = certificate  # type: ignore[attr-defined]
+    RTCCertificate.generateCertificate = classmethod(lambda cls: certificate)  # type: ignore[method-assign,assignment]
 
 
 # --- codecs
@@ -116,10 +141,17 @@ def negotiated_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters | 
 def take_over_rtp(transport: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtpHandler) -> None:
     """Hand every decrypted RTP and RTCP packet of ``transport`` to the relay instead of aiortc's receivers.
 
-    The DTLS transport decrypts SRTP, parses it into objects and routes it to ``RTCRtpReceiver``s, which
-    feed jitter buffers and decoders. The relay needs the decrypted bytes and routes them itself (by
-    SSRC, mid and rid, which aiortc's router does not use). Shadowing the two handlers on the instance
-    is the only way in; called again, it replaces the handlers.
+    aiortc's path for a datagram is: the ICE connection queues it (``Connection.data_received``), the DTLS
+    transport's task takes it from the queue, decrypts it, parses it into objects and awaits the matching
+    ``RTCRtpReceiver``, which feeds a jitter buffer and a decoder. The relay needs only the decrypted bytes
+    and routes them itself (by SSRC, mid and rid, which aiortc's router does not use). So:
+
+    - once the transport is connected, SRTP/SRTCP datagrams are decrypted and handled as they come off the
+      socket, in ``Connection.data_received`` (shadowed on the instance): no queue, no task switch, and no
+      extra wait behind whatever else the event loop has to do; DTLS, and anything before the handshake
+      completes, still takes aiortc's queue;
+    - ``_handle_rtp_data`` and ``_handle_rtcp_data`` (shadowed on the instance) get what does go through the
+      queue (packets that arrived while the handshake finished).
     """
     async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
         on_rtp(data)
@@ -129,6 +161,25 @@ def take_over_rtp(transport: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtpH
 
     transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
     transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
+
+    connection: Any = transport.transport._connection
+    queue_datagram = connection.data_received
+    connected = DtlsState.CONNECTED
+
+    def data_received(data: bytes, component: int) -> None:
+        if len(data) > 1 and 127 < data[0] < 192 and transport._state is connected:
+            session = transport._rx_srtp
+            try:
+                if 192 <= data[1] <= 223:
+                    on_rtcp(session.unprotect_rtcp(data))
+                else:
+                    on_rtp(session.unprotect(data))
+            except pylibsrtp.Error:
+                pass  # not for this session (a stale or forged packet): aiortc drops those too
+            return
+        queue_datagram(data, component)
+
+    connection.data_received = data_received
 
 
 def drop_received_rtp(transport: RTCDtlsTransport, drop: Callable[[], bool]) -> None:
@@ -155,33 +206,41 @@ class SrtpWriter:
     aiortc's own path (``RTCDtlsTransport._send_rtp``) is three coroutines deep; the relay sends from the
     receive path of another connection, once per subscriber, so it protects with the transport's SRTP
     session and writes to the nominated ICE pair's socket directly. Packets are dropped (not queued) while
-    the transport is not connected, as a subscriber that is not connected yet cannot use them.
+    the transport is not connected, as a subscriber that is not connected yet cannot use them. The socket
+    and address are looked up once connected and forgotten when the transport's state changes.
     """
 
     def __init__(self, transport: RTCDtlsTransport) -> None:
         self._transport = transport
         self._connection: Any = transport.transport._connection
+        self._send: Callable[[bytes, tuple[str, int]], None] | None = None
+        self._address: tuple[str, int] | None = None
+        self._session: Any = None
+        transport.on("statechange", self._forget)
 
-    def _destination(self) -> tuple[Any, tuple[str, int]] | None:
+    def _forget(self) -> None:
+        self._send = None
+
+    def _connect(self) -> bool:
         if self._transport._state is not DtlsState.CONNECTED:
-            return None
+            return False
         pair = self._connection._nominated.get(1)
         if pair is None or pair.protocol.transport is None:
-            return None
-        return pair.protocol.transport, pair.remote_addr
+            return False
+        self._send, self._address = pair.protocol.transport.sendto, pair.remote_addr
+        self._session = self._transport._tx_srtp
+        return True
 
     def send_rtp(self, data: bytes) -> bool:
-        destination = self._destination()
-        if destination is None:
+        if self._send is None and not self._connect():
             return False
-        destination[0].sendto(self._transport._tx_srtp.protect(data), destination[1])
+        self._send(self._session.protect(data), self._address)  # type: ignore[misc]
         return True
 
     def send_rtcp(self, data: bytes) -> bool:
-        destination = self._destination()
-        if destination is None:
+        if self._send is None and not self._connect():
             return False
-        destination[0].sendto(self._transport._tx_srtp.protect_rtcp(data), destination[1])
+        self._send(self._session.protect_rtcp(data), self._address)  # type: ignore[misc]
         return True
 
     @property

@@ -390,13 +390,11 @@ def _payload_type_for(codec: Codec, negotiated: list[tuple[str, int, dict[str, o
 class RtpPort:
     """The RTP and RTCP of one PeerConnection's transport, taken over from aiortc (see ``_aiortc.take_over_rtp``)."""
 
-    def __init__(self, transport: object, *, on_unknown: Callable[[int], None] | None = None) -> None:
+    def __init__(self, transport: object) -> None:
         self._writer = _aiortc.SrtpWriter(transport)  # type: ignore[arg-type]
         self._loss = SIMULATED_LOSS
         self.send_rtp = self._writer.send_rtp if not self._loss else self._send_rtp_lossy
         self.send_rtcp = self._writer.send_rtcp
-        if self._loss:
-            _aiortc.drop_received_rtp(transport, lambda: random.random() < self._loss)  # type: ignore[arg-type]
         self.rtcp_ssrc = random.getrandbits(32) or 1
         self._by_ssrc: dict[int, Layer] = {}
         self._sections: dict[str, tuple[TrackRelay, int | None, int | None]] = {}  # mid -> relay, mid/rid ext ids
@@ -408,6 +406,8 @@ class RtpPort:
         self._nacking: set[Layer] = set()
         self.closed = False
         _aiortc.take_over_rtp(transport, self._on_rtp, self._on_rtcp)  # type: ignore[arg-type]
+        if self._loss:
+            _aiortc.drop_received_rtp(transport, lambda: random.random() < self._loss)  # type: ignore[arg-type]
 
     # --- receiving (a publisher's connection)
 

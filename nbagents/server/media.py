@@ -37,6 +37,7 @@ from nbagents.server.sdp import MediaSection, finish_answer, media_sections
 log = logging.getLogger(__name__)
 
 _aiortc.configure_codecs()  # every PeerConnection of the server negotiates the relay's codecs
+_aiortc.share_certificate()  # and uses the same DTLS certificate
 
 DATA_CHANNEL_LABELS = ("_reliable", "_lossy")
 #: messages kept for a subscriber data channel that is not open yet (delivered once it opens)
