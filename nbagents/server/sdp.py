@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nbagents.server.rtp import MID_URI, RID_URI
+from nbagents.server.rtp import MID_URI, REPAIRED_RID_URI, RID_URI
 
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -98,17 +98,21 @@ def media_sections(sdp: str) -> list[MediaSection]:
 
 
 def finish_answer(answer: str, offer_sections: list[MediaSection]) -> str:
-    """The server's answer to a publisher as sent: without RTX, and accepting each offered simulcast section.
+    """The server's answer as sent: without RTX, with the stream-id header extensions, accepting simulcast.
 
     RTX: aiortc accepts every retransmission codec whose base codec it accepts. The relay asks for
     retransmissions on the media stream itself (RFC 4585 generic NACK), so it declines RTX.
 
+    Header extensions: aiortc answers only those it implements. As livekit-server does, the answer also
+    accepts the offer's ``mid``, ``rtp-stream-id`` and (video) ``repaired-rtp-stream-id`` extensions, which
+    carry a packet's section and simulcast layer. libwebrtc offers simulcast in a later section only if an
+    earlier answer accepted ``rtp-stream-id`` (one PeerConnection for everything, as on ``/rtc/v1``).
+
     Simulcast (RFC 8853, answerer side): for a section the offer sends with ``a=simulcast:send h;q``, the
-    answer gets ``a=rid:<id> recv`` for each layer, ``a=simulcast:recv h;q`` and the offer's
-    ``rtp-stream-id`` (and ``mid``) header extension ids, which put the layer's rid in every packet.
-    Without them the publisher sends only one layer.
+    answer gets ``a=rid:<id> recv`` for each layer and ``a=simulcast:recv h;q``. Without them the publisher
+    sends only one layer.
     """
-    simulcast = {s.mid: s for s in offer_sections if s.rids}
+    offered = {s.mid: s for s in offer_sections}
     newline = "\r\n" if "\r\n" in answer else "\n"
     lines = answer.split(newline)
     out: list[str] = []
@@ -116,16 +120,18 @@ def finish_answer(answer: str, offer_sections: list[MediaSection]) -> str:
 
     def flush_section() -> None:
         mid = next((line[6:].strip() for line in section_lines if line.startswith("a=mid:")), None)
-        offered = simulcast.get(mid or "")
+        offer = offered.get(mid or "")
         rejected = bool(section_lines) and section_lines[0].startswith("m=") and \
             section_lines[0].split()[1:2] == ["0"]
         _decline_rtx(section_lines)
-        if offered is not None and not rejected:
+        if offer is not None and not rejected:
             present = {line.split()[1] for line in section_lines if line.startswith("a=extmap:") and " " in line}
-            extra = [f"a=extmap:{offered.extensions[uri]} {uri}" for uri in (MID_URI, RID_URI)
-                     if uri in offered.extensions and uri not in present]
-            extra += [f"a=rid:{rid} recv" for rid in offered.rids]
-            extra.append(f"a=simulcast:recv {';'.join(offered.rids)}")
+            wanted = (MID_URI, RID_URI, REPAIRED_RID_URI) if offer.kind == "video" else (MID_URI, RID_URI)
+            extra = [f"a=extmap:{offer.extensions[uri]} {uri}" for uri in wanted
+                     if uri in offer.extensions and uri not in present]
+            if offer.rids:
+                extra += [f"a=rid:{rid} recv" for rid in offer.rids]
+                extra.append(f"a=simulcast:recv {';'.join(offer.rids)}")
             position = next(i for i, line in enumerate(section_lines) if line.startswith("a=mid:")) + 1
             section_lines[position:position] = extra
         out.extend(section_lines)

@@ -105,34 +105,41 @@ async def test_video_is_relayed_in_the_published_size_and_colour(participants, c
         assert_shows_colour(frames[-1])
 
 
-async def test_a_simulcast_publisher_is_received_in_its_full_size(participants):
+#: the SDKs' default, /rtc/v1 with one PeerConnection, and /rtc with a publisher and a subscriber PeerConnection
+SIGNALING = pytest.mark.parametrize("single_pc", [True, False], ids=["one_pc", "two_pcs"])
+
+
+@SIGNALING
+async def test_a_simulcast_publisher_is_received_in_its_full_size(participants, single_pc):
     room = unique_room()
-    alice = await participants(room, "alice")
-    bob = await participants(room, "bob")
+    alice = await participants(room, "alice", single_peer_connection=single_pc)
+    bob = await participants(room, "bob", single_peer_connection=single_pc)
     async with camera(alice.local, 640, 360):  # the SDK sends two layers at this size, 640x360 and 320x180
         track = await subscribed_video(bob, "alice")
         frames = await frames_of_size(track, 640, 360)
         assert_shows_colour(frames[-1])
 
 
-async def test_a_late_subscriber_gets_a_keyframe_and_decodes(participants):
+@SIGNALING
+async def test_a_late_subscriber_gets_a_keyframe_and_decodes(participants, single_pc):
     """WebRTC encoders send a keyframe only at the start and on request: a subscriber arriving once the stream
     runs can decode only because the server asks the publisher for a new one."""
     room = unique_room()
-    alice = await participants(room, "alice")
-    bob = await participants(room, "bob")
+    alice = await participants(room, "alice", single_peer_connection=single_pc)
+    bob = await participants(room, "bob", single_peer_connection=single_pc)
     async with camera(alice.local, 320, 180):
         await frames_of_size(await subscribed_video(bob, "alice"), 320, 180)
         await asyncio.sleep(2)  # the stream's first keyframe is long gone
-        carol = await participants(room, "carol")
+        carol = await participants(room, "carol", single_peer_connection=single_pc)
         frames = await frames_of_size(await subscribed_video(carol, "alice"), 320, 180)
         assert_shows_colour(frames[-1])
 
 
-async def test_a_video_subscription_can_stop_and_start_again(participants):
+@SIGNALING
+async def test_a_video_subscription_can_stop_and_start_again(participants, single_pc):
     room = unique_room()
-    alice = await participants(room, "alice")
-    bob = await participants(room, "bob", auto_subscribe=False)
+    alice = await participants(room, "alice", single_peer_connection=single_pc)
+    bob = await participants(room, "bob", auto_subscribe=False, single_peer_connection=single_pc)
     async with camera(alice.local, 320, 180) as video:
         (publication, _) = await bob.events.wait("track_published", lambda pub, p: pub.sid == video.sid)
         publication.set_subscribed(True)

@@ -98,4 +98,5 @@ def test_the_answer_declines_rtx_and_accepts_each_simulcast_layer():
                  "a=rid:q recv", "a=simulcast:recv f;h;q"):
         assert line + "\r\n" in video
     assert video.count("sdes:mid") == 1  # already answered: not repeated
-    assert "simulcast" not in answer.split("m=audio")[1]
+    audio = answer.split("m=audio")[1]
+    assert "simulcast" not in audio and "a=rid" not in audio
