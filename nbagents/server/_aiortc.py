@@ -24,6 +24,7 @@ from aiortc import (
     RTCRtpTransceiver,
 )
 from aiortc import codecs as aiortc_codecs
+from aiortc import rtcrtpreceiver as aiortc_rtcrtpreceiver
 from aiortc import rtp as aiortc_rtp
 from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtcdtlstransport import State as DtlsState
@@ -40,6 +41,7 @@ def check_internals() -> None:
         "aioice.ice.Connection.data_received": hasattr(aioice.ice.Connection, "data_received"),
         "aiortc.codecs.CODECS": isinstance(getattr(aiortc_codecs, "CODECS", None), dict),
         "aiortc.rtp.DYNAMIC_PAYLOAD_TYPES": hasattr(aiortc_rtp, "DYNAMIC_PAYLOAD_TYPES"),
+        "aiortc.rtcrtpreceiver.RemoteBitrateEstimator": hasattr(aiortc_rtcrtpreceiver, "RemoteBitrateEstimator"),
         "RTCDtlsTransport._handle_rtp_data": hasattr(RTCDtlsTransport, "_handle_rtp_data"),
         "RTCDtlsTransport._handle_rtcp_data": hasattr(RTCDtlsTransport, "_handle_rtcp_data"),
         "RTCDtlsTransport._tx_srtp": "_tx_srtp" in RTCDtlsTransport.__init__.__code__.co_names,
@@ -127,6 +129,21 @@ def configure_codecs() -> None:
     # otherwise keeps its own number, which can collide with another of the offer's codecs; libwebrtc also
     # numbers codecs from 35 to 63 (AV1 is often 45) and the SDK then refuses the answer.
     aiortc_rtp.DYNAMIC_PAYLOAD_TYPES = range(35, 128)
+
+
+def skip_receive_estimators() -> None:
+    """Stop aiortc from building a bandwidth estimator for every video section a client offers.
+
+    ``RTCRtpReceiver.__init__`` creates a ``RemoteBitrateEstimator`` (with a 1000-slot rate counter) for each
+    video section, including every receive-only one of a ``/rtc/v1`` offer: a millisecond or more per section on
+    the join's critical path. The relay takes every receiver's RTP over (``take_over_rtp``, ``adopt_receiver``),
+    so no estimator is ever fed; the receiver module's reference to the class is replaced by an empty one.
+    """
+    aiortc_rtcrtpreceiver.RemoteBitrateEstimator = _NoEstimator  # type: ignore[attr-defined,misc]
+
+
+class _NoEstimator:
+    """Stands in for aiortc's receive-side estimator, which the relay never feeds."""
 
 
 def negotiated_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters | None:

@@ -263,16 +263,6 @@ class TrackRelay:
             downtrack.stop()
         self.port.forget(self)
 
-    # --- statistics
-
-    def stats(self) -> dict[str, object]:
-        """Packets and bytes received per layer and which layer is forwarded (for logs and tests)."""
-        return {"track_sid": self.track_sid, "mime_type": self.codec.mime_type,
-                "current": self.current.rid if self.current else None,
-                "layers": {l.rid: {"ssrc": l.ssrc, "packets": l.received, "bytes": l.bytes}
-                           for l in self.layers.values()},
-                "subscribers": len(self.downtracks)}
-
 
 class DownTrack:
     """One subscriber's copy of a relayed track, sent on the subscriber's ``RtpPort`` under its own SSRC."""

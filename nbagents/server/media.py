@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _aiortc.configure_codecs()  # every PeerConnection of the server negotiates the relay's codecs
 _aiortc.share_certificate()  # and uses the same DTLS certificate
+_aiortc.skip_receive_estimators()  # and relays what it receives: aiortc's receivers are never fed
 
 DATA_CHANNEL_LABELS = ("_reliable", "_lossy")
 #: messages kept for a subscriber data channel that is not open yet (delivered once it opens)

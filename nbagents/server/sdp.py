@@ -61,38 +61,41 @@ def media_sections(sdp: str) -> list[MediaSection]:
             current = {"mid": None, "kind": parts[0] if parts else "", "track_id": None,
                        "direction": "sendrecv", "port": port, "ssrcs": [], "repair": set(), "simulcast": [],
                        "declared_rids": set(), "extensions": {}}
-        elif current is None:
             continue
-        elif line.startswith("a=mid:"):
-            current["mid"] = line[6:].strip()
-        elif line.startswith("a=msid:"):
-            ids = line[7:].split()
+        if current is None or not line.startswith("a="):
+            continue
+        name, _, value = line[2:].partition(":")
+        if name == "rtpmap" or name == "fmtp" or name == "rtcp-fb" or name == "candidate":
+            continue  # most lines of an offer: nothing the relay reads
+        if name == "mid":
+            current["mid"] = value.strip()
+        elif name == "msid":
+            ids = value.split()
             if len(ids) >= 2:
                 current["track_id"] = ids[1]
-        elif line.startswith("a=ssrc:"):
-            ssrc = line[7:].split(None, 1)[0]
+        elif name == "ssrc":
+            ssrc = value.split(None, 1)[0] if value else ""
             if ssrc.isdigit():
                 current["ssrcs"].append(int(ssrc))
-        elif line.startswith("a=ssrc-group:FID "):
-            members = line[len("a=ssrc-group:FID "):].split()
-            current["repair"].update(int(s) for s in members[1:] if s.isdigit())  # primary, then its RTX
-        elif line.startswith("a=rid:"):
-            parts = line[6:].split()
+        elif name == "ssrc-group" and value.startswith("FID "):
+            current["repair"].update(int(s) for s in value.split()[2:] if s.isdigit())  # primary, then its RTX
+        elif name == "rid":
+            parts = value.split()
             if len(parts) >= 2 and parts[1] == "send":
                 current["declared_rids"].add(parts[0])
-        elif line.startswith("a=simulcast:"):
-            parts = line[len("a=simulcast:"):].split()
+        elif name == "simulcast":
+            parts = value.split()
             if len(parts) >= 2 and parts[0] == "send":
                 # "h;q", alternatives "h,x;q", paused "~q": the first choice of each layer, unpaused
                 current["simulcast"] = [alt.split(",")[0].lstrip("~") for alt in parts[1].split(";")]
-        elif line.startswith("a=extmap:"):
-            parts = line[len("a=extmap:"):].split()
+        elif name == "extmap":
+            parts = value.split()
             if len(parts) >= 2:
                 ext_id = parts[0].split("/")[0]
                 if ext_id.isdigit():
                     current["extensions"][parts[1]] = int(ext_id)
-        elif line[2:] in _DIRECTIONS and line.startswith("a="):
-            current["direction"] = line[2:]
+        elif name in _DIRECTIONS:
+            current["direction"] = name
     flush()
     return sections
 
