@@ -3,8 +3,8 @@
 Run by bench/server.py as a subprocess (``python bench/scale_agent.py URL KEY SECRET OUT_DIR``): it registers
 with the server as a worker for automatic dispatch, so every room the benchmark opens gets a job, which runs
 in its own process as in production. Each job subscribes to its caller's audio, decodes it through the SDK's
-``AudioStream`` (as a voice agent's VAD/STT would) and writes once a second to ``OUT_DIR/<room>.json`` how many
-10 ms frames it has decoded and how many of them carried the caller's tone.
+``AudioStream`` (as a voice agent's VAD/STT would, in 100 ms frames) and writes once a second to
+``OUT_DIR/<room>.json`` how many 10 ms blocks it has decoded and how many of them carried the caller's tone.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ async def entrypoint(ctx: Any) -> None:
             if publication.track is not None and publication.kind == rtc.TrackKind.KIND_AUDIO:
                 on_track(publication.track, publication, participant)
     track = await subscribed
-    stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1)
+    # 100 ms frames, judged in 10 ms blocks: the same verdict as per 10 ms frame, a tenth of the Python work
+    stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1, frame_size_ms=100)
     frames = loud = 0
     next_report = time.perf_counter()
     async for event in stream:
-        frames += 1
-        if int(np.abs(np.frombuffer(event.frame.data, dtype=np.int16)).max()) > LOUD:
-            loud += 1
+        blocks = np.frombuffer(event.frame.data, dtype=np.int16).reshape(-1, 480)
+        frames += len(blocks)
+        loud += int((np.abs(blocks).max(axis=1) > LOUD).sum())
         now = time.perf_counter()
         if now >= next_report:
             next_report = now + 1.0

@@ -12,7 +12,8 @@ Per engine it measures
   threads' run time in /proc/<pid>/task/*/schedstat, in nanoseconds) over a window, minus the baseline with
   the publisher alone, divided by the number of subscribers;
 - server CPU per subscriber of a video stream: a 640x360, 30 frame/s camera (VP8 with two simulcast layers,
-  as the SDK publishes it) and 1, 2 and 4 subscribers, measured like the audio figure; the subscribers' decoded
+  as the SDK publishes it) and 1 and 2 subscribers (each decodes it: more would load the benchmark's own
+  process), measured like the audio figure; the subscribers' decoded
   frame rate and received bitrate are reported beside it;
 - the scale figure: the largest number of rooms, each with a caller speaking (a continuous tone) and a
   livekit-agents job listening to it (a worker in its own process, dispatched automatically, as in
@@ -465,7 +466,7 @@ async def scale(bench: Bench, url: str, args: argparse.Namespace) -> dict[str, A
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
                LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE="0")
     worker = subprocess.Popen([sys.executable, str(HERE / "scale_agent.py"), url, bench.key, bench.secret, str(out)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(os.environ.get("NBAGENTS_SCALE_WORKER_LOG", os.devnull), "w"), env=env,
                               text=True)
     callers: list[Caller] = []
     steps: list[dict[str, Any]] = []
@@ -480,19 +481,25 @@ async def scale(bench: Bench, url: str, args: argparse.Namespace) -> dict[str, A
             step: dict[str, Any] = {"rooms": target}
             steps.append(step)
             started = time.perf_counter()
-            while len(callers) < target:
-                caller = Caller(bench, f"scale-{len(callers)}")
-                callers.append(caller)
-                await caller.start()
+            deadline = started + args.scale_setup
+            try:
+                while len(callers) < target:
+                    caller = Caller(bench, f"scale-{len(callers)}")
+                    callers.append(caller)
+                    await asyncio.wait_for(caller.start(), max(1.0, deadline - time.perf_counter()))
+            except asyncio.TimeoutError:
+                step["ok"] = False
+                step["failed"] = f"{target - len(callers) + 1} caller(s) could not join within {args.scale_setup:.0f} s"
+                break
             rooms = [c.room_name for c in callers]
-            deadline = time.perf_counter() + args.scale_setup
             while len(read_reports(out, rooms)) < len(rooms) and time.perf_counter() < deadline:
                 await asyncio.sleep(0.5)
             listening = read_reports(out, rooms)
             step["setup_s"] = round(time.perf_counter() - started, 1)
             if len(listening) < len(rooms):
                 step["ok"] = False
-                step["failed"] = f"{len(rooms) - len(listening)} job(s) not listening after {args.scale_setup:.0f} s"
+                step["failed"] = f"{len(rooms) - len(listening)} job(s) not listening {args.scale_setup:.0f} s after " \
+                                 "the step began"
                 break
             await asyncio.sleep(2.0)  # let every room settle
             before, cpu0, machine0, t0 = read_reports(out, rooms), cpu_seconds(bench.pid), machine_busy_seconds(), \
@@ -532,7 +539,10 @@ async def scale(bench: Bench, url: str, args: argparse.Namespace) -> dict[str, A
             await asyncio.get_running_loop().run_in_executor(None, worker.wait, 30)
         except subprocess.TimeoutExpired:
             worker.kill()
-        shutil.rmtree(out, ignore_errors=True)
+        if not os.environ.get("NBAGENTS_SCALE_KEEP"):
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            print("scale reports kept in", out, file=sys.stderr)
 
 
 def engine_options(name: str) -> dict[str, Any]:
@@ -627,17 +637,17 @@ def main() -> int:
     parser.add_argument("--bursts", type=int, default=15)
     parser.add_argument("--subscribers", default="1,2,4,8", type=lambda s: [int(n) for n in s.split(",")])
     parser.add_argument("--window", type=float, default=6.0, help="seconds of CPU measurement per step")
-    parser.add_argument("--video-subscribers", default="1,2,4", type=lambda s: [int(n) for n in s.split(",") if n],
+    parser.add_argument("--video-subscribers", default="1,2", type=lambda s: [int(n) for n in s.split(",") if n],
                         help="subscriber counts for the video figure ('' skips it)")
     parser.add_argument("--budget", type=float, default=300.0, help="seconds allowed for each part (connect, audio, ...)")
-    parser.add_argument("--scale-steps", default="4,8,16,24,32,40,48,56,64,80",
+    parser.add_argument("--scale-steps", default="4,6,8,10,12,14,16,20,24,28,32,40,48,64",
                         type=lambda s: [int(n) for n in s.split(",") if n],
                         help="room counts tried in turn for the scale figure ('' skips it)")
     parser.add_argument("--scale-window", type=float, default=5.0, help="seconds of listening per step")
     parser.add_argument("--scale-arrival", type=float, default=0.95,
                         help="share of 10 ms frames that must carry the tone in every room")
-    parser.add_argument("--scale-setup", type=float, default=60.0,
-                        help="seconds for a step's new jobs to start listening")
+    parser.add_argument("--scale-setup", type=float, default=120.0,
+                        help="seconds for a step's new callers to join and its new jobs to start listening")
     parser.add_argument("--scale-budget", type=float, default=900.0, help="seconds allowed for each engine's scale figure")
     args = parser.parse_args()
     if os.environ.get("NBAGENTS_NETNS") != "1":
