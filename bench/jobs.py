@@ -271,6 +271,13 @@ def main() -> int:
     from nbagents.engines import make_engine
     from nbagents.runtime.engine_session import shared_engine
 
+    # This process plays the notebook kernel. A kernel whose cells say `from nbagents import JobContext` (or
+    # use an AgentSession) has imported livekit-agents, as livekit-agents' worker process has: PSS splits
+    # the library pages a job shares among every process that maps them, so both sides get the same parent
+    # (and, as in such a notebook, the kernel signs the job's token: tokens.token_at_launch). USS, the job's
+    # private memory, does not depend on the parent.
+    from nbagents import JobContext  # noqa: F401
+
     out = Path(tempfile.mkdtemp(prefix="nbagents-bench-"))
     os.environ[BENCH_DIR_ENV] = str(out)
     os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
@@ -320,6 +327,7 @@ def main() -> int:
             "connect": ratio(p50(nb["warm_pool"], "connect_ms"), p50(lk1["steady"], "connect_ms")),
             "job_pss": ratio(p50(nb["warm_pool"], "pss_mb"), p50(lk1["steady"], "pss_mb")),
             "job_rss": ratio(p50(nb["warm_pool"], "rss_mb"), p50(lk1["steady"], "rss_mb")),
+            "job_uss": ratio(p50(nb["warm_pool"], "uss_mb"), p50(lk1["steady"], "uss_mb")),
             "shutdown_to_exit": ratio(p50(nb["warm_pool"], "shutdown_to_exit_ms"), p50(lk1["steady"], "shutdown_to_exit_ms")),
         },
         "targets": {

@@ -78,6 +78,7 @@ class StartJob:
     agent_name: str = ""  # ctx.job.agent_name, and the agent participant's lk.agent.name attribute
     environ: dict[str, str] | None = None  # the kernel's os.environ at launch: the job's environment
     session_end_blob: bytes | None = None  # an AgentServer's on_session_end(ctx), shipped like the entrypoint
+    token: str | None = None  # the agent's token when the kernel minted it at launch (tokens.token_at_launch)
 
 
 @dataclasses.dataclass(frozen=True)

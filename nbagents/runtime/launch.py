@@ -30,6 +30,7 @@ from nbagents.runtime.job import Job
 from nbagents.runtime.pool import ProcessHandle, ProcessPool, shared_pool
 from nbagents.runtime.recorder import RecordingOptions
 from nbagents.runtime.shipping import digest, ship
+from nbagents.runtime.tokens import token_at_launch
 
 __all__ = ["DEFAULT_DEPARTURE_TIMEOUT", "JOBS_DIR", "launch", "prepare"]
 
@@ -92,6 +93,10 @@ def launch(
     if on_session_end is not None and not callable(on_session_end):
         raise TypeError(f"on_session_end must be an async function taking the JobContext, got {type(on_session_end).__name__}")
 
+    pool = shared_pool()
+    # a fresh kernel's first job waits for the zygote (Python plus livekit-agents: seconds): start it before
+    # shipping, creating the job's directory and starting the engine, which then happen while it imports
+    pool.zygote  # noqa: B018
     entrypoint_blob = ship(entrypoint, role="entrypoint")
     session_end_blob = ship(on_session_end, role="on_session_end") if on_session_end is not None else None
     environ = dict(os.environ)
@@ -113,7 +118,6 @@ def launch(
         ) from exc
     engine = shared_engine()
     engine.start()
-    pool = shared_pool()
     pool.use_prewarm(prewarm_spec)
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -139,6 +143,8 @@ def launch(
         agent_name=agent_name,
         environ=environ,
         session_end_blob=session_end_blob,
+        token=token_at_launch(credentials.api_key, credentials.api_secret, job_id, room, agent_name)
+        if credentials is not None and assignment is None else None,
     )
     handle = pool.acquire(start.prewarm_digest)
     if handle is not None:

@@ -95,9 +95,9 @@ class Zygote:
         """Fork a new job process (blocking, a few milliseconds once the zygote is ready).
 
         ``first_message`` (a small framed message) is queued in the socket before the fork, so the
-        child finds its job waiting instead of warming up as an idle process first.
+        child finds its job waiting instead of warming up as an idle process first. The request is
+        queued at once, even while the zygote still starts: it forks as soon as it is ready.
         """
-        self.wait_ready()
         kernel_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         if first_message is not None:
             kernel_end.sendall(first_message)
@@ -110,7 +110,7 @@ class Zygote:
                 self._pending.remove(answer)
                 raise RuntimeError(f"the nbagents zygote process is gone ({exc}); restart the kernel") from exc
         child_end.close()
-        pid = answer.result(30.0)
+        pid = answer.result(ZYGOTE_START_TIMEOUT + 30.0)  # the zygote's "exited" fails it at once
         handle = ProcessHandle(pid, ipc.Channel(kernel_end), self)
         with self._lock:
             self._handles[pid] = handle

@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import re
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable
 
 from nbagents.runtime import events as ev
 from nbagents.runtime.persist import write_json_atomic
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where audio is handled (in the job process, whose zygote preloaded it): the kernel
+# imports this module for RecordingOptions alone, on its first launch's path, where numpy costs ~150 ms
 
 __all__ = ["RecordingOptions", "AudioRecorder", "RECORDING_SAMPLE_RATE", "LEVEL_INTERVAL_SECONDS"]
 
@@ -112,6 +117,8 @@ class _Recording:
         self._add_levels(mono)
 
     def _add_levels(self, mono: np.ndarray) -> None:
+        import numpy as np
+
         samples = mono.astype(np.float32) / 32768.0
         while samples.size:
             take = min(samples.size, self._level_block - self._level_count)
@@ -129,7 +136,7 @@ class _Recording:
         finally:
             self.container.close()
         if self._level_count:
-            self.levels.append(round(float(np.sqrt(self._level_sum / self._level_count)), 4))
+            self.levels.append(round(math.sqrt(self._level_sum / self._level_count), 4))
             self._level_sum, self._level_count = 0.0, 0
 
     def describe(self) -> ev.RecordingInfo:
@@ -177,6 +184,8 @@ class AudioRecorder:
             recording = self._start(track_sid, identity, direction)
             if recording is None:
                 return
+        import numpy as np
+
         mono = _to_mono_48k(np.frombuffer(data, dtype=np.int16), sample_rate, channels)
         try:
             recording.write(mono)
@@ -250,6 +259,8 @@ class _Failed:
 
 
 def _to_mono_48k(samples: np.ndarray, sample_rate: int, channels: int) -> np.ndarray:
+    import numpy as np
+
     if channels > 1:
         samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
     if sample_rate != RECORDING_SAMPLE_RATE and samples.size:

@@ -47,9 +47,10 @@ from nbagents.runtime.monitor import RoomMonitor, SessionMonitor
 from nbagents.runtime.persist import EventLog, jsonable, write_json_atomic
 from nbagents.runtime.recorder import AudioRecorder, RecordingOptions
 from nbagents.runtime.shipping import unship
+from nbagents.runtime.tokens import agent_identity, agent_token
 from nbagents.runtime.tracebacks import format_current_exception, format_exception, format_frames
 
-__all__ = ["JobRuntime", "process_main"]
+__all__ = ["JobRuntime", "process_main", "set_log_levels"]
 
 HEARTBEAT_SECONDS = 0.2
 UNRESPONSIVE_AFTER_SECONDS = 2.0
@@ -175,7 +176,7 @@ class _Host:
             RoomMonitor(room, lambda event: None, lambda where, exc: None)
             SessionMonitor(lambda event: None, lambda where, exc: None)
             job = _job_proto("AJ_rehearsal", "rehearsal", metadata="", agent_name="")
-            token = _agent_token("devkey", "rehearsal-secret-rehearsal-secret", "agent-rehearsal", "rehearsal", "")
+            token = agent_token("devkey", "rehearsal-secret-rehearsal-secret", "AJ_rehearsal", "rehearsal", "")
             ctx = _agents.new_job_context(proc=current_process(), job=job, url="ws://127.0.0.1:1", token=token,
                                           identity="agent-rehearsal", worker_id="rehearsal", room=room,
                                           on_connect=lambda: None, on_shutdown=lambda reason: None)
@@ -229,24 +230,25 @@ def _apply_environment(environ: dict[str, str] | None) -> None:
             os.environ[name] = value
 
 
+def set_log_levels() -> None:
+    """A job's log levels: INFO and up from its own code, WARNING and up from the livekit SDKs.
+
+    The zygote sets them once before it forks: ``Logger.setLevel`` clears every logger's cache, and in a
+    forked process writing to each of livekit-agents' loggers copies their memory pages (about half a
+    millisecond of a job's start). A level already right is left alone.
+    """
+    root = logging.getLogger()
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    sdk = logging.getLogger("livekit")
+    if sdk.level != logging.WARNING:
+        sdk.setLevel(logging.WARNING)
+
+
 def _job_proto(job_id: str, room: str, *, metadata: str, agent_name: str) -> Any:
     """The ``livekit.Job`` a launched job runs as (what a dispatch would have given it)."""
     return agent_pb.Job(id=job_id, room=models_pb.Room(name=room), type=agent_pb.JobType.JT_ROOM,
                         metadata=metadata, agent_name=agent_name)
-
-
-def _agent_token(key: str, secret: str, identity: str, room: str, agent_name: str) -> str:
-    """A launched job's token: an agent participant of the room, with the attributes and grants a server's
-    dispatch gives one: ``lk.agent.name`` (livekit-agents' worker asks for it) and ``lk.agent_name``
-    (livekit-server adds it to every dispatched agent's token)."""
-    return (
-        api.AccessToken(key, secret)
-        .with_identity(identity)
-        .with_kind("agent")
-        .with_attributes({"lk.agent.name": agent_name, "lk.agent_name": agent_name})
-        .with_grants(api.VideoGrants(room_join=True, room=room, agent=True, can_update_own_metadata=True))
-        .to_jwt()
-    )
 
 
 class _Callback:
@@ -331,9 +333,7 @@ class JobRuntime:
         root = logging.getLogger()
         root.handlers = [h for h in root.handlers if not isinstance(h, _EventLogHandler)]
         root.addHandler(_EventLogHandler(self))
-        if root.level > logging.INFO or root.level == logging.NOTSET:
-            root.setLevel(logging.INFO)
-        logging.getLogger("livekit").setLevel(logging.WARNING)
+        set_log_levels()  # already set in the zygote, unless a prewarm changed them
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         """SIGTERM: a normal shutdown (hooks run, the deadline holds). Runs on the main thread between
@@ -405,8 +405,8 @@ class JobRuntime:
             self._room_created = None
         else:
             job = _job_proto(start.job_id, start.room, metadata=start.metadata, agent_name=start.agent_name)
-            identity = f"agent-{start.job_id}"
-            token = _agent_token(key, secret, identity, start.room, start.agent_name)
+            identity = agent_identity(start.job_id)
+            token = start.token or agent_token(key, secret, start.job_id, start.room, start.agent_name)
             self._room_created = self.loop.create_future()  # started right after the entrypoint's task
         self.url = url
         room = JobRoom(self)

@@ -50,19 +50,36 @@ def main(control_fd: int, kernel_pid: int) -> int:
     from livekit import api, rtc  # noqa: F401
 
     # livekit-agents runs every job (its JobContext, AgentSession, ...): import it once here so that forks
-    # share it, with the warm-up livekit-agents' own forkserver does (``_preload``), but without the local
-    # inference models (~250 MB for the turn detector) unless the kernel's environment asks for them
+    # share it; its own warm-up follows as soon as no job is waiting (_agents.preload_warm_up), without the
+    # local inference models (~250 MB for the turn detector) unless the kernel's environment asks for them
     os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
     from nbagents.runtime import _agents
 
     _agents.preload()
 
-    from nbagents.runtime import context, ipc, worker  # noqa: F401
+    from nbagents.runtime import context, ipc, tokens, worker  # noqa: F401
+
+    # a job signs tokens (its room's creation; its own unless the kernel minted it): signing once here does
+    # the first-use work (PyJWT's, the dataclasses and JSON encoders') once for every job
+    tokens.agent_token("zygote", "zygote-secret-zygote-secret-zygote", "AJ_zygote", "zygote", "")
+    worker.set_log_levels()
 
     import gc
 
-    gc.collect()
-    gc.freeze()  # children share the preloaded objects; the collector will not touch (copy) them
+    # children share the preloaded objects; frozen, the collector will not touch (copy) them. Importing
+    # leaves a few dozen unreachable objects, and collecting them would walk all ~150,000 (~80 ms before
+    # the first job could fork): they are frozen too, and the warm-up collects only what it creates
+    gc.freeze()
+    _release_free_memory()
+    warm_up_pending = True
+
+    def warm_up() -> None:
+        nonlocal warm_up_pending
+        warm_up_pending = False
+        _agents.preload_warm_up()
+        gc.collect()  # the objects created since the freeze
+        gc.freeze()
+        _release_free_memory()
 
     try:
         kernel_fd = _lifeline.open_pidfd(kernel_pid)
@@ -101,7 +118,7 @@ def main(control_fd: int, kernel_pid: int) -> int:
         watched = [wake_r] + ([control] if control is not None else [])
         if kernel_gone_at is None and kernel_fd is not None:
             watched.append(kernel_fd)
-        timeout = min([1.0, *(max(0.0, when - now) for when in kill_at.values())])
+        timeout = min([0.2 if warm_up_pending else 1.0, *(max(0.0, when - now) for when in kill_at.values())])
         try:
             readable, _, _ = select.select(watched, [], [], timeout)
         except InterruptedError:
@@ -110,6 +127,8 @@ def main(control_fd: int, kernel_pid: int) -> int:
             os.read(wake_r, 512)
         _reap(channel if control is not None else None, children, kill_at)
         if control is None or control not in readable:
+            if warm_up_pending and control is not None and not readable:
+                warm_up()  # idle: nobody waits for a fork now
             continue
         try:
             data, fds, _, _ = socket.recv_fds(control, 1, 4)
@@ -129,6 +148,8 @@ def main(control_fd: int, kernel_pid: int) -> int:
             continue
         _recv_exact(control, RECORD.size - 1)  # the rest of an "F" record
         for fd in fds:
+            if warm_up_pending and not select.select([fd], [], [], 0)[0]:
+                warm_up()  # an idle process for the pool (no job queued on its socket): it gets the warm-up too
             pid = os.fork()
             if pid == 0:
                 signal.set_wakeup_fd(-1)
@@ -150,6 +171,17 @@ def main(control_fd: int, kernel_pid: int) -> int:
             if kernel_gone_at is not None:
                 kill_at[pid] = time.monotonic() + IDLE_GRACE_SECONDS
             channel.send(("forked", pid))
+
+
+def _release_free_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim): every page the zygote holds is
+    counted in each job's memory (PSS: shared pages split among the processes that map them)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        pass
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import importlib.util
 import inspect
 from importlib.metadata import version
 
@@ -128,3 +129,8 @@ def test_no_asyncio_loop_is_needed_to_build_a_context() -> None:
     ctx = _context()
     assert isinstance(ctx._lock, asyncio.Lock)
     ctx._tempdir.cleanup()
+
+
+def test_livekit_agents_warm_up_module_the_zygote_imports() -> None:
+    # _agents.preload_warm_up imports it; importing it here would run it (and load the local inference models)
+    assert importlib.util.find_spec("livekit.agents.ipc._preload") is not None
