@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,22 @@ class ReceivedData:
         return self.payload.decode("utf-8", errors="replace")
 
 
+@dataclass(frozen=True)
+class HeardSpeech:
+    """An utterance the simulated participant heard in the room, recognised by the offline STT.
+
+    ``started_at`` is when its first audible frame reached the participant, ``ended_at`` when the speech
+    ended (the recogniser's end of speech), ``received_at`` when the kernel got the text; all seconds
+    since the epoch. ``sender`` is the identity of the participant whose track it came from.
+    """
+
+    text: str
+    sender: str
+    started_at: float | None
+    ended_at: float | None
+    received_at: float
+
+
 class SimulatedParticipant:
     """A participant in a room, played by a real ``livekit.rtc.Room`` in a child process.
 
@@ -69,6 +85,12 @@ class SimulatedParticipant:
         self.url = url
         self.attributes = dict(attributes)
         self.received: list[ReceivedData] = []
+        self.heard: list[HeardSpeech] = []
+        self.listening = False
+        self.last_said: dict[str, Any] | None = None
+        self._speech_arrived = asyncio.Event()
+        self._speech_returned = 0
+        self._said_from = 0.0
         self.sid: str | None = None
         self.room_sid: str | None = None
         self.disconnect_reason: str | None = None
@@ -87,7 +109,10 @@ class SimulatedParticipant:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    async def _start(self, api_key: str, api_secret: str, name: str | None, connect_timeout: float) -> None:
+    async def _start(
+        self, api_key: str, api_secret: str, name: str | None, connect_timeout: float, listen: dict[str, Any] | None = None
+    ) -> None:
+        self.listening = listen is not None
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -116,6 +141,7 @@ class SimulatedParticipant:
             "kind": self.kind,
             "attributes": self.attributes,
             "connect_timeout": connect_timeout,
+            "listen": listen,
         }
         self._write(config)
         try:
@@ -180,6 +206,55 @@ class SimulatedParticipant:
             "play_tone", {"freq_hz": float(freq_hz), "seconds": float(seconds)}, timeout=seconds + REQUEST_GRACE_SECONDS
         )
         return self._delivered(report, f"a {freq_hz:g} Hz tone")
+
+    async def say(self, text: str, *, speed: float = 1.0) -> dict[str, Any]:
+        """Speak ``text`` into the microphone track with the offline voice, in real time (10 ms frames).
+
+        Returns when the last frame has been played out, with ``frames``, ``seconds`` and ``ended_at``
+        (seconds since the epoch). Needs ``nbagents[offline]``. The first ``say`` of a participant loads
+        the voice (about a second).
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text must be a non-empty string (got {text!r})")
+        if not (isinstance(speed, (int, float)) and 0.25 <= speed <= 4):
+            raise ValueError(f"speed must be between 0.25 and 4 (got {speed!r})")
+        self._said_from = time.time()
+        # about 15 characters a second of speech, plus synthesis and the voice's first load
+        seconds = len(text) / 10.0 / speed
+        result = await self._request("say", {"text": text, "speed": float(speed)}, timeout=seconds + REQUEST_GRACE_SECONDS)
+        self.last_said = result
+        return result
+
+    async def wait_for_speech(self, timeout: float = 30.0, *, sender: str | None = None) -> str:
+        """The text of the next utterance this participant hears (from ``sender``, if given).
+
+        Utterances are returned once each, in order; those that ended before this participant's latest
+        ``say`` began are skipped (they stay in ``heard``). Needs ``join(..., listen=True)``; raises
+        ``TimeoutError`` when nothing is heard within ``timeout`` seconds.
+        """
+        if not self.listening:
+            raise SimError(
+                f"simulated participant {self.identity!r} is not listening; join with "
+                "nbagents.sim.join(..., listen=True) (or phrases=[...]) to hear speech"
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._speech_returned < len(self.heard):
+                speech = self.heard[self._speech_returned]
+                self._speech_returned += 1
+                ended = speech.ended_at if speech.ended_at is not None else speech.received_at
+                if ended < self._said_from or (sender is not None and speech.sender != sender):
+                    continue
+                return speech.text
+            self._speech_arrived.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                whom = f" from {sender!r}" if sender is not None else ""
+                raise TimeoutError(f"{self.identity!r} heard no speech{whom} within {timeout:g} s")
+            try:
+                await asyncio.wait_for(self._speech_arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
 
     async def play_wav(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Speak a 16-bit PCM WAV file (any rate, mono or stereo) on the microphone track at real-time pace.
@@ -295,6 +370,11 @@ class SimulatedParticipant:
             packet = ReceivedData(unb64(message["payload"]), message.get("sender"), message.get("topic", ""), time.time())
             self.received.append(packet)
             self._data_arrived.set()
+        elif event == "speech":
+            self.heard.append(
+                HeardSpeech(message["text"], message.get("sender") or "", message.get("started_at"), message.get("ended_at"), time.time())
+            )
+            self._speech_arrived.set()
         elif event == "connected" and self._connected is not None and not self._connected.done():
             self._connected.set_result(message)
         elif event == "connect_failed" and self._connected is not None and not self._connected.done():
@@ -339,7 +419,7 @@ class _Joining:
             # starting the kernel's engine may take a moment: keep the notebook's event loop free meanwhile
             o["url"], o["api_key"], o["api_secret"] = await asyncio.to_thread(kernel_credentials)
         participant = SimulatedParticipant(o["room"], o["identity"], o["kind"], o["attributes"], o["url"])
-        await participant._start(o["api_key"], o["api_secret"], o["name"], o["connect_timeout"])
+        await participant._start(o["api_key"], o["api_secret"], o["name"], o["connect_timeout"], o["listen"])
         return participant
 
     def __await__(self) -> Generator[Any, None, SimulatedParticipant]:
@@ -363,12 +443,20 @@ def join(
     name: str | None = None,
     credentials: tuple[str, str, str] | None = None,
     connect_timeout: float = 20.0,
+    listen: bool = False,
+    phrases: Sequence[str] | None = None,
+    strict: bool = False,
 ) -> _Joining:
     """A simulated participant joining ``room`` as ``identity``: a real ``livekit`` client in its own process.
 
     ``async with nbagents.sim.join("demo", "alice", attributes={"user.language": "en"}) as alice:``
     connects (to the kernel's engine unless ``credentials=(url, api_key, api_secret)`` is given) and
     leaves when the block ends; ``alice = await nbagents.sim.join(...)`` keeps it until ``await alice.leave()``.
+
+    ``listen=True`` makes the participant recognise what it hears on every remote audio track with the
+    offline STT (``alice.heard``, ``await alice.wait_for_speech()``); ``phrases=[...]`` (implies listen)
+    biases that recognition to the phrases you expect, ``strict=True`` restricts it to them (see
+    ``nbagents.offline.STT``). Listening and ``say`` need ``nbagents[offline]``.
     """
     if not isinstance(room, str) or not room:
         raise ValueError(f"room must be a non-empty string (got {room!r})")
@@ -381,7 +469,18 @@ def join(
     if bad:
         raise TypeError(f"attribute keys and values must be strings; these are not: {bad!r}")
     url, api_key, api_secret = credentials if credentials is not None else (None, None, None)
+    hearing = None
+    if listen or phrases is not None:
+        if phrases is not None:
+            from nbagents.offline._lm import phrase_words
+
+            phrases = list(phrases) if not isinstance(phrases, str) else phrases
+            phrase_words(phrases)  # a bad list is refused here, not in the participant's process
+        elif strict:
+            raise ValueError("strict=True restricts recognition to the phrases: give phrases=[...] too")
+        hearing = {"phrases": phrases, "strict": bool(strict)}
     return _Joining(
+        listen=hearing,
         room=room,
         identity=identity,
         kind=kind,
@@ -394,4 +493,4 @@ def join(
     )
 
 
-__all__ = ["AudioNotDelivered", "ReceivedData", "SimError", "SimulatedParticipant", "join"]
+__all__ = ["AudioNotDelivered", "HeardSpeech", "ReceivedData", "SimError", "SimulatedParticipant", "join"]

@@ -6,7 +6,7 @@ stream). Binary payloads travel base64-encoded.
 
 - kernel -> child: ``{"id": 1, "op": "play_tone", "args": {...}}``
 - child -> kernel: ``{"id": 1, "ok": true, "result": ...}`` or ``{"id": 1, "ok": false, "error": "..."}``
-- child -> kernel: ``{"event": "connected" | "connect_failed" | "data" | "disconnected", ...}``
+- child -> kernel: ``{"event": "connected" | "connect_failed" | "data" | "speech" | "disconnected", ...}``
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 KINDS = ("standard", "agent", "sip", "ingress", "egress")
 
 #: Requests the child understands.
-OPERATIONS = ("play_tone", "play_wav", "set_attributes", "send_data", "leave")
+OPERATIONS = ("play_tone", "play_wav", "say", "set_attributes", "send_data", "leave")
 
 #: Longest line the kernel accepts (a data packet is at most ~15 KiB; leave room for base64 and JSON).
 MAX_LINE_BYTES = 4 * 1024 * 1024

@@ -43,6 +43,7 @@ class _Participant:
         self._track_sid: str | None = None
         self._subscribed: set[str] = set()  # our track sids someone subscribed to (the server's TrackSubscribed)
         self._play_lock = asyncio.Lock()
+        self._ear: Any = None
         self.room.on("data_received", self._on_data)
         self.room.on("disconnected", self._on_disconnected)
         self.room.on("local_track_subscribed", lambda track: self._subscribed.add(track.sid))
@@ -64,6 +65,16 @@ class _Participant:
         return token.to_jwt()
 
     async def connect(self) -> dict[str, Any]:
+        listen = self._config.get("listen")
+        if listen is not None:
+            # the recogniser loads (seconds on a busy machine) while the participant joins; tracks
+            # subscribed meanwhile are buffered by their AudioStream, so no word is lost
+            from nbagents.sim._speech import Ear
+
+            self._ear = asyncio.ensure_future(
+                asyncio.to_thread(Ear, listen.get("phrases"), bool(listen.get("strict")), self._send)
+            )
+            self.room.on("track_subscribed", self._on_track_subscribed)
         await asyncio.wait_for(self.room.connect(self._config["url"], self._token()), self._config["connect_timeout"])
         return {
             "sid": self.room.local_participant.sid,
@@ -78,6 +89,12 @@ class _Participant:
     def _on_data(self, packet: Any) -> None:
         sender = packet.participant.identity if packet.participant is not None else None
         self._send({"event": "data", "payload": b64(bytes(packet.data)), "sender": sender, "topic": packet.topic or ""})
+
+    def _on_track_subscribed(self, track: Any, publication: Any, participant: Any) -> None:
+        if self._ear is not None and track.kind == self._rtc.TrackKind.KIND_AUDIO:
+            from nbagents.sim._speech import Ear
+
+            Ear.listen_when_ready(self._ear, track, participant.identity)
 
     def _on_disconnected(self, reason: Any) -> None:
         try:
@@ -147,6 +164,12 @@ class _Participant:
     async def play_tone(self, freq_hz: float, seconds: float) -> dict[str, Any]:
         return await self._play(_audio.tone_frames(freq_hz, seconds))
 
+    async def say(self, text: str, speed: float) -> dict[str, Any]:
+        from nbagents.sim import _speech
+
+        frames = await asyncio.to_thread(_speech.speech_frames, text, speed)
+        return {**await self._play(frames), "text": text}
+
     async def play_wav(self, path: str) -> dict[str, Any]:
         info = _audio.describe_wav(path)
         samples = _audio.wav_mono_samples(info)
@@ -172,6 +195,11 @@ class _Participant:
         await self.room.local_participant.publish_data(unb64(payload), topic=topic, reliable=reliable)
 
     async def leave(self) -> None:
+        if self._ear is not None:
+            if self._ear.done() and not self._ear.exception():
+                await self._ear.result().close()
+            else:
+                self._ear.cancel()
         await self.room.disconnect()
 
 
