@@ -20,6 +20,9 @@ from nbagents.export._errors import ExportError
 # nbagents names that are livekit-agents names in a worker script.
 LIVEKIT_EQUIVALENTS = frozenset({"JobContext", "JobProcess", "AutoSubscribe", "WorkerOptions"})
 NOTEBOOK_ONLY_MODULES = ("nbagents", "IPython", "ipywidgets", "ipykernel")
+#: Parts of nbagents an agent itself runs on: kept in the exported worker (which then needs them installed,
+#: e.g. ``pip install "nbagents[offline]"`` for the offline speech engines).
+AGENT_MODULES = ("nbagents.offline",)
 IPYTHON_BUILTINS = {
     "get_ipython": "IPython itself: a magic or a shell line",
     "display": "IPython's display()",
@@ -97,6 +100,8 @@ def _span(stmt: ast.stmt) -> tuple[int, int]:
 
 
 def _module_is_notebook_only(module: str) -> bool:
+    if any(module == m or module.startswith(m + ".") for m in AGENT_MODULES):
+        return False
     return any(module == m or module.startswith(m + ".") for m in NOTEBOOK_ONLY_MODULES)
 
 

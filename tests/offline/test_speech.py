@@ -22,12 +22,14 @@ async def spoken(tts: TTS) -> list[rtc.AudioFrame]:
     return await speak_all(tts)
 
 
+@pytest.mark.timeout(900)  # synthesises the whole sentence set first: minutes on a loaded 2-core machine
 async def test_open_dictation_gets_most_words_right(spoken: list[rtc.AudioFrame]) -> None:
     report = await measure_wer(STT(), spoken)
     print(f"WER without phrases: {report.wer:.3f}", list(zip(report.sentences, report.hypotheses)))
     assert report.wer < 0.35, list(zip(report.sentences, report.hypotheses))
 
 
+@pytest.mark.timeout(600)
 async def test_phrases_make_recognition_dependable(spoken: list[rtc.AudioFrame]) -> None:
     report = await measure_wer(STT(phrases=list(SENTENCES)), spoken)
     print(f"WER with phrases: {report.wer:.3f}")
