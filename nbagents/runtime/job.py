@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from nbagents.runtime import events as ev
 from nbagents.runtime import watchdog
+from nbagents.runtime.conversation import VoiceSession
 from nbagents.runtime.ipc import JobFinished
 
 __all__ = ["Job", "JobResult", "AudioTrackState", "VideoTrackState", "DataMessage", "Recording", "VoiceSession", "jobs"]
@@ -137,23 +138,6 @@ class Recording:
     def from_info(cls, job_dir: Path, info: ev.RecordingInfo) -> Recording:
         return cls(job_dir / info.file, info.track_sid, info.participant_identity, info.direction, info.status,
                    info.seconds, info.bytes, info.note)
-
-
-@dataclasses.dataclass
-class VoiceSession:
-    """What the kernel knows of one ``AgentSession`` of a job (see the voice events in
-    :mod:`nbagents.runtime.events`): its latest states and everything it said and heard."""
-
-    session: int  # 1, 2, ... in start order; 1 is the job's primary session
-    agent: str  # the class name of its Agent
-    primary: bool
-    agent_state: str = "initializing"
-    user_state: str = "listening"
-    interim: str = ""  # the latest interim transcript of the user's current utterance ("" once final)
-    items: list[ev.ConversationItemAdded] = dataclasses.field(default_factory=list)
-    tool_calls: list[ev.ToolCall] = dataclasses.field(default_factory=list)
-    metrics: list[ev.TurnMetrics] = dataclasses.field(default_factory=list)
-    closed: ev.SessionClosed | None = None
 
 
 Listener = Callable[["Job", ev.Event], None]
@@ -506,7 +490,7 @@ class Job:
         elif isinstance(event, ev.CallbackOutcome):
             self.callbacks[event.name] = event
         elif isinstance(event, ev.SessionStarted):
-            self.sessions[event.session] = VoiceSession(event.session, event.agent, event.primary)
+            self.sessions[event.session] = VoiceSession.started(event)
         elif isinstance(event, ev.SESSION_EVENTS):
             self._apply_session_event(event)
 
@@ -514,23 +498,11 @@ class Job:
         session = self.sessions.get(event.session)
         if session is None:  # its start was not seen (a bounded history): keep what arrives
             session = self.sessions[event.session] = VoiceSession(event.session, "", event.session == 1)
-        if isinstance(event, ev.AgentStateChanged):
-            session.agent_state = event.new_state
-        elif isinstance(event, ev.UserStateChanged):
-            session.user_state = event.new_state
-        elif isinstance(event, ev.UserTranscribed):
-            session.interim = "" if event.is_final else event.text
-        elif isinstance(event, ev.ConversationItemAdded):
-            session.items.append(event)
+        session.apply(event)
+        if isinstance(event, ev.ConversationItemAdded):
             entry = ev.transcript_entry(event)
             if entry is not None:
                 self.transcript.append(entry)
-        elif isinstance(event, ev.TurnMetrics):
-            session.metrics.append(event)
-        elif isinstance(event, ev.FunctionToolsExecuted):
-            session.tool_calls.extend(event.calls)
-        elif isinstance(event, ev.SessionClosed):
-            session.closed = event
 
     def _on_finished_message(self, message: JobFinished) -> None:
         with self._lock:

@@ -43,6 +43,7 @@ from nbagents.runtime import _agents
 from nbagents.runtime import events as ev
 from nbagents.runtime import ipc
 from nbagents.runtime.context import JobRoom
+from nbagents.runtime.conversation import TRANSCRIPT_FILE, VoiceSession, transcript_document
 from nbagents.runtime.monitor import RoomMonitor, SessionMonitor
 from nbagents.runtime.persist import EventLog, jsonable, write_json_atomic
 from nbagents.runtime.recorder import AudioRecorder, RecordingOptions
@@ -295,6 +296,7 @@ class JobRuntime:
         self._audio_count = 0
         self._state = "starting"
         self.transcript: list[dict[str, Any]] = []
+        self.voice_sessions: dict[int, VoiceSession] = {}  # for transcript.json
 
     # ---- the process ------------------------------------------------------------------------------
 
@@ -350,6 +352,10 @@ class JobRuntime:
             entry = ev.transcript_entry(event)
             if entry is not None:
                 self.transcript.append(entry)
+        if isinstance(event, ev.SessionStarted):
+            self.voice_sessions[event.session] = VoiceSession.started(event)
+        elif isinstance(event, ev.SESSION_EVENTS) and event.session in self.voice_sessions:
+            self.voice_sessions[event.session].apply(event)
         if isinstance(event, ev.AudioStats):
             self._audio_count += 1
             if self._audio_count % AUDIO_LOG_EVERY:
@@ -718,6 +724,10 @@ class JobRuntime:
             document = self._result_document(state, error)
             with contextlib.suppress(OSError):
                 write_json_atomic(self.log_dir / "result.json", document, durable=True)
+            if self.voice_sessions:
+                with contextlib.suppress(OSError):
+                    transcript = transcript_document(self.start.job_id, self.start.room, self.voice_sessions)
+                    write_json_atomic(self.log_dir / TRANSCRIPT_FILE, transcript, durable=True)
             self._state = state
             self.emit(ev.StateChanged(state=state, detail=self.shutdown_reason or ""))
             self.channel.send(
