@@ -72,6 +72,7 @@ def state_json(job: Job, result: JobResult) -> dict[str, Any]:
         "data_messages": len(job.data_messages),
         "recordings": recordings_json(job, result.recordings),
         "log_dir": display_path(result.log_dir, result.log_dir) if result.log_dir else None,
+        "voice": _voice_json(job),
     }
 
 
@@ -108,6 +109,8 @@ def state_markdown(state: dict[str, Any]) -> str:
         for sid, v in state["video_tracks"].items():
             lines.append(f"| `{sid}` | {_md(v['participant'])} | {v['frames']} | {v['width']}x{v['height']} | "
                          f"{v['fps']:g} fps | {v['bitrate_kbps']:g} kbit/s |")
+    if state.get("voice"):
+        lines += ["", _voice_markdown(state["voice"])]
     if state["error"]:
         lines += ["", "```", state["error"].rstrip(), "```"]
     if state["log_dir"]:
@@ -124,6 +127,8 @@ def state_text(state: dict[str, Any]) -> str:
     for c in state["callbacks"]:
         if c["status"] != "finished":
             lines.append(f"  hook {c['name']}: {c['status']}")
+    if state.get("voice"):
+        lines.append(_voice_text(state["voice"]))
     if state["error"]:
         lines.append("  error: " + state["error"].strip().splitlines()[-1])
     return "\n".join(lines)
@@ -148,7 +153,8 @@ def final_plot_png(job: Job) -> bytes | None:
         final_track_png(track_title(job, sid, identities[sid]), histories[sid], waveforms[sid], job.created)
         for sid in histories
     ]
-    return stack_pngs(pngs)
+    timeline = _timeline_png(job)  # the voice sessions' timeline, when the job ran any, on top
+    return stack_pngs(([timeline] if timeline else []) + pngs)
 
 
 def video_line(video: Any) -> str:
@@ -184,7 +190,7 @@ def plot_bundle(job: Job, png: bytes | None) -> dict[str, Any]:
         return {"text/plain": f"job {job.id}: no audio track was received, so there is no audio plot"}
     return {
         "image/png": base64.b64encode(png).decode("ascii"),
-        "text/plain": f"<audio plot of job {job.id}: {len(job.audio_tracks)} track(s)>",
+        "text/plain": f"<{'voice timeline and ' if job.sessions else ''}audio plot of job {job.id}: {len(job.audio_tracks)} track(s)>",
     }
 
 
@@ -270,6 +276,32 @@ def _execution_count() -> int | None:
         return None
     shell = get_ipython()
     return getattr(shell, "execution_count", None) if shell is not None else None
+
+
+def _voice_json(job: Job) -> dict[str, Any] | None:
+    from nbagents.ui._voice import voice_json
+
+    return voice_json(job)
+
+
+def _voice_markdown(voice: dict[str, Any]) -> str:
+    from nbagents.ui._voice import voice_markdown
+
+    return voice_markdown(voice)
+
+
+def _voice_text(voice: dict[str, Any]) -> str:
+    from nbagents.ui._voice import voice_text
+
+    return voice_text(voice)
+
+
+def _timeline_png(job: Job) -> bytes | None:
+    if not job.sessions:
+        return None
+    from nbagents.ui._voice import timeline_png
+
+    return timeline_png(job)
 
 
 def _jsonable(value: Any) -> Any:

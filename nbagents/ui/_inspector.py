@@ -23,6 +23,7 @@ from nbagents.runtime import events as ev
 from nbagents.ui import _actions, _final
 from nbagents.ui._plot import WIDTH_PX, TrackPlot
 from nbagents.ui._throttle import Coalescer
+from nbagents.ui._voice import VoiceView
 
 if TYPE_CHECKING:
     from nbagents.runtime.job import Job
@@ -207,6 +208,9 @@ class Inspector:
         )
         self.controls.add_class("nbagents-controls")
 
+        # the job's AgentSessions: states, conversation, tool calls, latencies, timeline (hidden without one)
+        self.voice = VoiceView(self.job, loop=self._loop, render_executor=_renderer())
+
         def section(title: str, *children: w.Widget) -> w.VBox:
             return w.VBox([w.HTML(f"<b>{title}</b>"), *children], layout=w.Layout(margin="4px 0"))
 
@@ -227,6 +231,7 @@ class Inspector:
                 section("Audio tracks", self.no_tracks, self.tracks_box),
                 section("Video tracks", self.no_videos, self.videos_box),
                 section("Data messages", self.data),
+                self.voice.box,
                 *extra,
                 section("Log", self.log_level, self.log),
                 self.errors,
