@@ -72,3 +72,64 @@ def _edit_distance(a: list[str], b: list[str]) -> int:
         for k, y in enumerate(b, 1):
             row[k] = min(prev[k] + 1, row[k - 1] + 1, prev[k - 1] + (x != y))
     return row[-1]
+
+
+_UNITS = {w: i for i, w in enumerate(_ONES)}
+_TENS_VALUES = {w: 10 * i for i, w in enumerate(_TENS) if w != "_"}
+_SCALES = {"thousand": 1000, "million": 1_000_000}
+
+
+def digits(text: str) -> str:
+    """``text`` with spelled-out numbers written as digits, as recognisers without formatting need.
+
+    ``"order four hundred twenty seven please"`` -> ``"order 427 please"``; a run of single digits is
+    read digit by digit (``"four two seven"`` -> ``"427"``, ``"oh"`` is not a digit). Other words, their
+    case and the spacing between them are kept. Handy in ``ScriptedLLM`` rules: the offline STT spells
+    numbers out, as the words are spoken.
+    """
+    tokens = re.split(r"(\s+)", text)
+    out: list[str] = []
+    run: list[str] = []  # number words seen in a row (separators dropped)
+
+    def flush() -> None:
+        if run:
+            out.append(_number_text(run))
+            run.clear()
+
+    for token in tokens:
+        if not token:
+            continue
+        if token.isspace():
+            if not run:
+                out.append(token)
+            continue
+        word = token.lower().replace("-", " ")
+        parts = word.split()
+        if parts and all(p in _UNITS or p in _TENS_VALUES or p == "hundred" or p in _SCALES for p in parts) and (
+            run or parts[0] in _UNITS or parts[0] in _TENS_VALUES
+        ):
+            run.extend(parts)
+            continue
+        if run:
+            flush()
+            out.append(" ")
+        out.append(token)
+    flush()
+    return "".join(out).rstrip() if text == text.rstrip() else "".join(out)
+
+
+def _number_text(words_: list[str]) -> str:
+    if len(words_) > 1 and all(w in _UNITS and _UNITS[w] < 10 for w in words_):
+        return "".join(str(_UNITS[w]) for w in words_)  # read digit by digit
+    total = current = 0
+    for w in words_:
+        if w in _UNITS:
+            current += _UNITS[w]
+        elif w in _TENS_VALUES:
+            current += _TENS_VALUES[w]
+        elif w == "hundred":
+            current = max(current, 1) * 100
+        else:
+            total += max(current, 1) * _SCALES[w]
+            current = 0
+    return str(total + current)

@@ -20,6 +20,8 @@ from nbagents.sim import _audio
 ONSET_PEAK = 600
 #: Silence that ends an utterance the participant hears: longer than a pause between two sentences.
 HEARING_SILENCE = 0.8
+#: Audio kept from before an utterance's first loud frame and decoded with it.
+PREROLL = 0.3
 
 
 def speech_frames(text: str, speed: float = 1.0) -> list[np.ndarray]:
@@ -42,15 +44,29 @@ def prewarm_voice() -> None:
 
 
 class Ear:
-    """Recognises what the participant hears on one remote audio track; reports each utterance."""
+    """Recognises what the participant hears on each remote audio track and reports every utterance.
+
+    What a participant receives is clean (decoded Opus, digital silence between utterances), so an
+    utterance is cut by level: it starts at the first frame whose peak reaches ``ONSET_PEAK`` (with
+    ``PREROLL`` seconds before it, for soft onsets) and ends after ``HEARING_SILENCE`` seconds below it.
+    PocketSphinx (``nbagents.offline``'s recogniser, with the phrase model when phrases are given)
+    decodes while the utterance arrives, on one thread per track, so the text is ready a few
+    milliseconds after it ends. livekit-agents is not needed here: a simulated caller's process stays
+    light (no VAD model, no agents framework to import).
+    """
 
     def __init__(self, phrases: Sequence[str] | None, strict: bool, report: Callable[[dict[str, Any]], None]) -> None:
-        from nbagents.offline import STT
+        from nbagents.offline import _sphinx
 
-        self._stt = STT(phrases=phrases, strict=strict, min_silence_duration=HEARING_SILENCE, interim_results=False)
-        self._stt.prewarm()
+        self._recognition = _sphinx.Recognition(tuple(phrases) if phrases is not None else None, bool(strict))
+        self._idle = [_sphinx.Recognizer(self._recognition)]  # the first loads now; more only for several tracks
         self._report = report
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _recognizer(self) -> Any:
+        from nbagents.offline import _sphinx
+
+        return self._idle.pop() if self._idle else _sphinx.Recognizer(self._recognition)
 
     @staticmethod
     def listen_when_ready(ear: asyncio.Future[Ear], track: rtc.Track, sender: str) -> None:
@@ -70,36 +86,60 @@ class Ear:
         asyncio.ensure_future(start())
 
     async def _listen(self, audio: rtc.AudioStream, sender: str) -> None:
-        stream = self._stt.stream()
-        onset: float | None = None
+        import concurrent.futures
+        import collections
 
-        async def feed() -> None:
-            nonlocal onset
+        from nbagents.offline import _sphinx
+
+        loop = asyncio.get_running_loop()
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nbagents-ear")
+        recognizer = await loop.run_in_executor(executor, self._recognizer)
+        preroll: collections.deque[rtc.AudioFrame] = collections.deque(maxlen=max(1, int(PREROLL * 100)))
+        resampler: rtc.AudioResampler | None = None
+        onset: float | None = None
+        last_sound = 0.0
+        quiet = 0.0
+
+        def pcm16k(frames: list[rtc.AudioFrame]) -> bytes:
+            assert resampler is not None
+            return b"".join(bytes(out.data) for frame in frames for out in resampler.push(frame))
+
+        try:
             async for event in audio:
                 frame = event.frame
-                if onset is None and np.abs(np.frombuffer(frame.data, dtype=np.int16)).max(initial=0) >= ONSET_PEAK:
-                    onset = time.time()  # where the utterance begins, as this participant receives it
-                stream.push_frame(frame)
-            stream.end_input()
-
-        feeder = asyncio.ensure_future(feed())
-        try:
-            async for event in stream:
-                if event.type.value == "final_transcript" and event.alternatives:
+                loud = np.abs(np.frombuffer(frame.data, dtype=np.int16)).max(initial=0) >= ONSET_PEAK
+                now = time.time()
+                if onset is None:
+                    if not loud:
+                        preroll.append(frame)
+                        continue
+                    onset, last_sound, quiet = now, now, 0.0  # where the utterance begins, as received here
+                    resampler = rtc.AudioResampler(_audio.SAMPLE_RATE, _sphinx.SAMPLE_RATE, num_channels=1,
+                                                   quality=rtc.AudioResamplerQuality.HIGH)
+                    frames = [*preroll, frame]
+                    preroll.clear()
+                    await loop.run_in_executor(executor, recognizer.start)
+                    await loop.run_in_executor(executor, recognizer.feed, pcm16k(frames))
+                    continue
+                await loop.run_in_executor(executor, recognizer.feed, pcm16k([frame]))
+                if loud:
+                    last_sound, quiet = now, 0.0
+                    continue
+                quiet += frame.samples_per_channel / frame.sample_rate
+                if quiet < HEARING_SILENCE:
+                    continue
+                tail = b"".join(bytes(out.data) for out in resampler.flush()) if resampler is not None else b""
+                await loop.run_in_executor(executor, recognizer.feed, tail)
+                text = await loop.run_in_executor(executor, recognizer.finish)
+                if text:
                     self._report(
-                        {
-                            "event": "speech",
-                            "text": event.alternatives[0].text,
-                            "sender": sender,
-                            "started_at": onset,
-                            "ended_at": event.speech_end_time,
-                        }
+                        {"event": "speech", "text": text, "sender": sender, "started_at": onset, "ended_at": last_sound}
                     )
-                    onset = None
+                onset, resampler = None, None
         finally:
-            feeder.cancel()
-            await stream.aclose()
             await audio.aclose()
+            executor.shutdown(wait=False)
+            self._idle.append(recognizer)
 
     async def close(self) -> None:
         for task in list(self._tasks):

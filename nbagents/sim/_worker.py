@@ -69,12 +69,15 @@ class _Participant:
         if listen is not None:
             # the recogniser loads (seconds on a busy machine) while the participant joins; tracks
             # subscribed meanwhile are buffered by their AudioStream, so no word is lost
-            from nbagents.sim._speech import Ear
+            from nbagents.sim._speech import Ear, prewarm_voice
 
             self._ear = asyncio.ensure_future(
                 asyncio.to_thread(Ear, listen.get("phrases"), bool(listen.get("strict")), self._send)
             )
             self.room.on("track_subscribed", self._on_track_subscribed)
+            # a caller that listens usually talks too: its voice loads meanwhile, so its first say() starts at once
+            voice = asyncio.ensure_future(asyncio.to_thread(prewarm_voice))
+            voice.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure shows at say()
         await asyncio.wait_for(self.room.connect(self._config["url"], self._token()), self._config["connect_timeout"])
         return {
             "sid": self.room.local_participant.sid,

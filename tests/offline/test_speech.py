@@ -105,3 +105,13 @@ def test_phrase_model_is_a_valid_arpa_bigram() -> None:
     text = phrases_arpa([["yes", "please"], ["no", "please"]])
     assert "\\1-grams:" in text and "\\2-grams:" in text and text.rstrip().endswith("\\end\\")
     assert "<s>\tyes" not in text and "<s> yes" in text
+
+
+def test_digits_writes_spelled_out_numbers_as_digits() -> None:
+    from nbagents.offline import digits
+
+    assert digits("what is the status of order four hundred twenty seven") == "what is the status of order 427"
+    assert digits("my number is four two seven thank you") == "my number is 427 thank you"
+    assert digits("one thousand two hundred and twenty-one") == "1200 and 21"
+    assert digits("Order 427, please") == "Order 427, please"
+    assert digits("hello there") == "hello there"
