@@ -79,6 +79,9 @@ class _Participant:
             voice = asyncio.ensure_future(asyncio.to_thread(prewarm_voice))
             voice.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure shows at say()
         await asyncio.wait_for(self.room.connect(self._config["url"], self._token()), self._config["connect_timeout"])
+        if listen is not None:
+            # publish the microphone now: by the first say() the others have subscribed to it, so no word is lost
+            await self._microphone()
         return {
             "sid": self.room.local_participant.sid,
             "room_sid": await self._room_sid(),

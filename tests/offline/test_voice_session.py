@@ -79,7 +79,7 @@ async def test_caller_and_offline_agent_talk_through_a_tool_call_in_an_nbagents_
     assert replies == [agent.GREETING, "Order 427 is shipped.", "Order 512 is being packed."]
 
     session = job.sessions[1]
-    assert session.agent == "OrderDesk" and session.primary
+    assert session.agent == "OrderDesk"
     assert [(c.name, json.loads(c.arguments), c.output, c.is_error) for c in session.tool_calls] == [
         ("order_status", {"order_id": "427"}, "shipped", False),
         ("order_status", {"order_id": "512"}, "being packed", False),

@@ -7,7 +7,7 @@ import logging
 
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, RunContext, cli, function_tool, inference
 
-from nbagents.offline import STT, TTS, ScriptedLLM, call
+from nbagents.offline import STT, TTS, ScriptedLLM, call, digits
 
 ORDERS = {"427": "shipped", "512": "being packed"}
 QUESTIONS = ["what is the status of order 427", "what is the status of order 512", "thank you goodbye"]
@@ -25,18 +25,11 @@ class OrderDesk(Agent):
 
 
 def scripted() -> ScriptedLLM:
-    return ScriptedLLM(
-        [
-            (r"order (?P<id>(?:\w+ ?)+)", lambda m: call("order_status", order_id=_digits(m["id"]), then="Order {id} is {result}.")),
-            (r"goodbye", "Goodbye!"),
-        ],
-        default="Sorry, which order?",
-    )
+    def look_up(match):
+        number = digits(match["number"])  # the offline STT spells numbers out: "four hundred twenty seven"
+        return call("order_status", order_id=number, then=f"Order {number} is {{result}}.")
 
-
-def _digits(spoken: str) -> str:
-    numbers = {"four hundred twenty seven": "427", "five hundred twelve": "512"}
-    return numbers.get(spoken.strip(), spoken.strip())
+    return ScriptedLLM([(r"order (?P<number>[a-z0-9 ]+)", look_up), (r"goodbye", "Goodbye!")], default="Sorry, which order?")
 
 
 def prewarm(proc: JobProcess) -> None:
