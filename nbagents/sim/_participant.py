@@ -210,9 +210,10 @@ class SimulatedParticipant:
     async def say(self, text: str, *, speed: float = 1.0) -> dict[str, Any]:
         """Speak ``text`` into the microphone track with the offline voice, in real time (10 ms frames).
 
-        Returns when the last frame has been played out, with ``frames``, ``seconds`` and ``ended_at``
-        (seconds since the epoch). Needs ``nbagents[offline]``. The first ``say`` of a participant loads
-        the voice (about a second).
+        Returns when the last frame has been played out, with ``frames``, ``seconds``, ``ended_at`` (when
+        the last frame was sent) and ``speech_ended_at`` (when the speech in it ended, before the voice's
+        trailing silence), both seconds since the epoch. Needs ``nbagents[offline]``. A participant that
+        listens loads the voice while it joins; otherwise the first ``say`` does (a fraction of a second).
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text must be a non-empty string (got {text!r})")

@@ -18,8 +18,10 @@ from nbagents.sim import _audio
 
 #: A frame whose peak reaches this (int16) counts as sound when finding where an utterance begins.
 ONSET_PEAK = 600
-#: Silence that ends an utterance the participant hears: longer than a pause between two sentences.
-HEARING_SILENCE = 0.8
+#: Silence that ends an utterance the participant hears: longer than a pause between two sentences
+#: (Piper's longest is ~0.4 s), and than the gaps a loaded machine leaves in delivered audio (0.8 s cut
+#: a reply in two about once in ten conversations at load 8–50).
+HEARING_SILENCE = 1.2
 #: Audio kept from before an utterance's first loud frame and decoded with it.
 PREROLL = 0.3
 
@@ -35,6 +37,16 @@ def speech_frames(text: str, speed: float = 1.0) -> list[np.ndarray]:
     frame = rtc.AudioFrame(pcm, voice.sample_rate, 1, len(samples))
     out = [np.frombuffer(f.data, dtype=np.int16) for f in [*resampler.push(frame), *resampler.flush()]]
     return list(_audio.split_frames(np.concatenate(out) if out else np.zeros(0, dtype=np.int16)))
+
+
+def trailing_silence(frames: list[np.ndarray]) -> float:
+    """Seconds of quiet (peak below ``ONSET_PEAK``) at the end of 10 ms ``frames``."""
+    quiet = 0
+    for frame in reversed(frames):
+        if np.abs(frame).max(initial=0) >= ONSET_PEAK:
+            break
+        quiet += 1
+    return quiet * _audio.FRAME_MS / 1000
 
 
 def prewarm_voice() -> None:

@@ -174,7 +174,9 @@ class _Participant:
         from nbagents.sim import _speech
 
         frames = await asyncio.to_thread(_speech.speech_frames, text, speed)
-        return {**await self._play(frames), "text": text}
+        played = await self._play(frames)
+        # the voice ends each utterance with a little silence: when the speech itself ended
+        return {**played, "text": text, "speech_ended_at": played["ended_at"] - _speech.trailing_silence(frames)}
 
     async def play_wav(self, path: str) -> dict[str, Any]:
         info = _audio.describe_wav(path)
