@@ -210,9 +210,8 @@ class SimulatedParticipant:
     async def say(self, text: str, *, speed: float = 1.0) -> dict[str, Any]:
         """Speak ``text`` into the microphone track with the offline voice, in real time (10 ms frames).
 
-        Returns when the last frame has been played out, with ``frames``, ``seconds``, ``ended_at`` (when
-        the last frame was sent) and ``speech_ended_at`` (when the speech in it ended, before the voice's
-        trailing silence), both seconds since the epoch. Needs ``nbagents[offline]``. A participant that
+        Returns and raises as :meth:`play_tone` does; the report also holds ``speech_ended_at`` (when the
+        speech ended, before the voice's trailing silence; epoch seconds) and ``text``. Needs ``nbagents[offline]``. A participant that
         listens loads the voice while it joins; otherwise the first ``say`` does (a fraction of a second).
         """
         if not isinstance(text, str) or not text.strip():
@@ -222,7 +221,8 @@ class SimulatedParticipant:
         self._said_from = time.time()
         # about 15 characters a second of speech, plus synthesis and the voice's first load
         seconds = len(text) / 10.0 / speed
-        result = await self._request("say", {"text": text, "speed": float(speed)}, timeout=seconds + REQUEST_GRACE_SECONDS)
+        report = await self._request("say", {"text": text, "speed": float(speed)}, timeout=seconds + REQUEST_GRACE_SECONDS)
+        result = self._delivered(report, f"the speech {_clip(text)!r}")
         self.last_said = result
         return result
 
@@ -495,3 +495,7 @@ def join(
 
 
 __all__ = ["AudioNotDelivered", "HeardSpeech", "ReceivedData", "SimError", "SimulatedParticipant", "join"]
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
