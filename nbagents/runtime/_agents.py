@@ -46,6 +46,9 @@ def preload_warm_up() -> None:
     step left is the first httpx client) and does what it uses of this itself. The
     local inference models load only when ``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE`` asks for them (the
     zygote sets it to 0 unless the kernel's environment has it).
+
+    Internal: the private module ``livekit.agents.ipc._preload``. If it moves, the zygote goes on without
+    the warm-up (it catches the error) and jobs do those steps themselves on first use.
     """
     from livekit.agents.ipc import _preload  # noqa: F401
 

@@ -76,7 +76,10 @@ def main(control_fd: int, kernel_pid: int) -> int:
     def warm_up() -> None:
         nonlocal warm_up_pending
         warm_up_pending = False
-        _agents.preload_warm_up()
+        try:
+            _agents.preload_warm_up()
+        except Exception:  # a speed-up only (each job does what it uses itself): never a reason to stop forking
+            pass
         gc.collect()  # the objects created since the freeze
         gc.freeze()
         _release_free_memory()
