@@ -48,6 +48,15 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY, *_SUBMODULES])
 
 
+def _register_displays() -> None:
+    from nbagents._displays import register_in_running_shell
+
+    register_in_running_shell()
+
+
+_register_displays()  # in a kernel: Job, JobResult and AgentServer outputs show nbagents.ui's views
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbagents``: registers the ``%agent`` / ``%%agent`` magics."""
     from nbagents._extension import load_ipython_extension as load

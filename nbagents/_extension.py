@@ -6,10 +6,11 @@ from typing import Any
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from nbagents import _cli_guard
+    from nbagents import _cli_guard, _displays
     from nbagents.magics import AgentMagics, await_agent_waits
 
     ipython.register_magics(AgentMagics)
+    _displays.register(ipython)  # a Job, JobResult or AgentServer shown as output: nbagents.ui's views
     _cli_guard.install()  # `cli.run_app(server)` of pasted livekit-agents examples: no CLI in a kernel
     _start_job_processes()
     if await_agent_waits not in ipython.input_transformers_post:

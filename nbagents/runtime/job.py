@@ -60,12 +60,6 @@ class JobResult:
     def ok(self) -> bool:
         return self.state == "succeeded"
 
-    def _ipython_display_(self) -> None:
-        """Shown as a cell's output: the job's final state and last audio plot (``nbagents.ui``, imported only now)."""
-        from nbagents.ui import display_result
-
-        display_result(self)
-
 
 @dataclasses.dataclass
 class AudioTrackState:
@@ -599,12 +593,6 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<nbagents.Job {self.id} room={self.room!r} state={self.state}>"
-
-    def _ipython_display_(self) -> None:
-        """Shown as a cell's output: the live inspector (``nbagents.ui``, imported only now)."""
-        from nbagents.ui import display_job
-
-        display_job(self)
 
 
 _RECORDING_FIELDS = frozenset(f.name for f in dataclasses.fields(ev.RecordingInfo))

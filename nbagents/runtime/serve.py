@@ -242,11 +242,6 @@ class AgentServer:
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
 
-    def _ipython_display_(self) -> None:
-        from nbagents.ui._serving import display_server
-
-        display_server(self)
-
 
 async def serve(entrypoint: Callable[[Any], Awaitable[None]], *, agent_name: str = "",
                 prewarm: Callable[[Any], Any] | None = None, shutdown_process_timeout: float = 60.0) -> AgentServer:
