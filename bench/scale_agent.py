@@ -57,6 +57,17 @@ async def entrypoint(ctx: Any) -> None:
             tmp.replace(out)
 
 
+def no_load(*_: Any) -> float:
+    """The load this worker reports: none.
+
+    livekit-server offers a job only to a worker whose reported load is below 1 (its dispatch affinity is
+    ``1 - load``), and livekit-agents reports the machine's CPU use by default. The scale figure drives the
+    machine's CPU to its limit on purpose, so with the default the reference server would stop dispatching
+    before its relay is the limit; like ``load_threshold=inf``, this keeps the worker taking every job.
+    """
+    return 0.0
+
+
 def main() -> int:
     url, key, secret, out = sys.argv[1:5]
     os.environ[OUT_ENV] = out
@@ -71,7 +82,7 @@ def main() -> int:
     server = AgentServer.from_server_options(WorkerOptions(
         entrypoint_fnc=scale_agent.entrypoint, ws_url=url, api_key=key, api_secret=secret,
         job_executor_type=JobExecutorType.PROCESS, num_idle_processes=2, shutdown_process_timeout=10.0,
-        load_threshold=float("inf"), port=0,
+        load_threshold=float("inf"), load_fnc=no_load, port=0,
     ))
 
     async def run() -> None:
