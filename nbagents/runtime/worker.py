@@ -345,9 +345,16 @@ class JobRuntime:
     # ---- events -----------------------------------------------------------------------------------
 
     def emit(self, event: ev.Event) -> None:
-        """Send an event to the kernel and append it to the on-disk event log (safe from any thread)."""
+        """Append an event to the on-disk event log, then send it to the kernel (safe from any thread).
+
+        Disk first: whatever the kernel has seen is on disk too, even if the process is killed right after.
+        """
+        self._record(event)
         if self.kernel_alive and not self.channel.send(event):
             self.kernel_alive = False
+
+    def _record(self, event: ev.Event) -> None:
+        """The job's own record of an event: the transcript, the voice sessions, the on-disk event log."""
         if isinstance(event, ev.ConversationItemAdded):
             entry = ev.transcript_entry(event)
             if entry is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -31,8 +32,10 @@ def test_voice_notebook_runs_headless_and_keeps_the_conversation(lk_server, tmp_
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "agent:  order four hundred twenty seven is shipped" in printed, printed
-    assert "agent:  order five hundred twelve is being packed" in printed, printed
+    # what the caller heard, through the offline STT (a small word may come out wrong under load; the
+    # agent's exact replies are checked below from the job's own record)
+    assert re.search(r"agent:  order four hundred twenty seven \b.*\bshipped\n", printed), printed
+    assert re.search(r"agent:  order five hundred twelve \b.*\bbeing packed\n", printed), printed
 
     states = [o.data for o in outputs if STATE_MIME in o.get("data", {})]
     final = states[-1]

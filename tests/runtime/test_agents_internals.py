@@ -49,10 +49,19 @@ def test_private_members_the_runtime_drives() -> None:
     assert inspect.iscoroutinefunction(AgentSession.start)
 
 
+def _room() -> rtc.Room:
+    """A Room for a context built outside a job: the running loop, or a loop of its own in a plain test
+    (rtc.Room asks asyncio for the current loop, which a plain test may not have)."""
+    try:
+        return rtc.Room(loop=asyncio.get_running_loop())
+    except RuntimeError:
+        return rtc.Room(loop=asyncio.new_event_loop())
+
+
 def _context(**kw) -> JobContext:
     job = agent_pb.Job(id="AJ_internals", room=models.Room(name="internals"), type=agent_pb.JobType.JT_ROOM)
     return _agents.new_job_context(proc=_agents.new_job_process(), job=job, url="ws://127.0.0.1:1", token="",
-                                   identity="agent-AJ_internals", worker_id="w", room=rtc.Room(),
+                                   identity="agent-AJ_internals", worker_id="w", room=_room(),
                                    on_connect=lambda: None, on_shutdown=kw.get("on_shutdown", lambda reason: None))
 
 
