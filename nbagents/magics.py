@@ -165,7 +165,9 @@ class AgentMagics(Magics):
         timeout = args.timeout if args.timeout is not None else registration.get("shutdown_process_timeout")
         if timeout is not None:
             options["shutdown_process_timeout"] = timeout
-        return launch(entrypoint, **options)
+        job = launch(entrypoint, **options)
+        _note_other_jobs_in_the_room(job)
+        return job
 
     def _run_cell_source(self, cell: str) -> None:
         """Run the cell's code in the notebook's namespace, with IPython's syntax (magics, ``!``) and tracebacks."""
@@ -469,3 +471,14 @@ def unload_ipython_extension(ipython: Any) -> None:
     from nbagents._extension import unload_ipython_extension as unload
 
     unload(ipython)
+
+
+def _note_other_jobs_in_the_room(job: Any) -> None:
+    """A cell run again while its earlier job still runs puts a second agent in the room: say so, once."""
+    from nbagents.runtime.job import jobs
+
+    others = [other.id for other in jobs() if other is not job and other.room == job.room and not other.done]
+    if others:
+        how = f"`%agent stop {others[0]}`" if len(others) == 1 else "`%agent stop ID` for each"
+        print(f"note: {len(others)} earlier job(s) still run in room {job.room!r} ({', '.join(others)}), so the room "
+              f"now has {len(others) + 1} agents; stop the earlier ones with {how}")

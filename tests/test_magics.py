@@ -121,6 +121,21 @@ def test_launch_list_logs_stop_and_wait(shell, capsys):
     assert again is result
 
 
+def test_running_a_cell_again_says_that_the_earlier_job_still_runs_in_the_room(shell, capsys):
+    room = room_name()
+    cell = f"%%agent --room {room} --timeout 5\nasync def entrypoint(ctx):\n    await ctx.connect()\n"
+    first = ok(shell.run_cell(cell))
+    assert "earlier job" not in capsys.readouterr().out
+    second = ok(shell.run_cell(cell))
+    out = capsys.readouterr().out
+    assert first.id in out and f"%agent stop {first.id}" in out and repr(room) in out
+    second.request_stop("test over")
+    first.request_stop("test over")
+    wait_until(lambda: first.done and second.done, "both jobs to end")
+    ok(shell.run_cell(cell)).request_stop("test over")
+    assert "earlier job" not in capsys.readouterr().out  # ended jobs are not mentioned
+
+
 def test_wait_blocks_where_no_event_loop_runs(shell):
     room = room_name()
     cell = f"%%agent --room {room}\nasync def entrypoint(ctx):\n    await ctx.connect()\n    ctx.shutdown(reason='all done')\n"
