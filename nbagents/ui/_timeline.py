@@ -36,7 +36,7 @@ AGENT_STATE_COLORS = {
 }
 USER_STATE_COLORS = {"speaking": "#6a51a3", "away": "#e0e0e0"}  # "listening" (silent) is left blank
 _TOOL_COLOR = _INTERRUPTED_COLOR = "#d62728"
-WIDTH_PX, ROW_PX, MARGIN_PX, DPI = 720, 26, 52, 80
+WIDTH_PX, ROW_PX, MARGIN_PX, DPI = 720, 30, 62, 80
 #: x ranges of the live plot (seconds); past the last, whole hours
 SPAN_STEPS = (30, 60, 120, 180, 300, 600, 900, 1200, 1800, 2700, 3600)
 MAX_TOOL_LABELS = 40
@@ -90,21 +90,21 @@ class TimelinePlot:
         height = rows * ROW_PX + MARGIN_PX
         fig = Figure(figsize=(WIDTH_PX / DPI, height / DPI), dpi=DPI)
         self._canvas = FigureCanvasAgg(fig)
-        fig.subplots_adjust(left=0.07, right=0.99, top=1 - 18 / height, bottom=30 / height)
+        fig.subplots_adjust(left=0.08, right=0.99, top=1 - 22 / height, bottom=36 / height)
         ax = fig.add_subplot(1, 1, 1)
         ax.set_xlim(0, span)
         ax.set_ylim(-0.6, rows - 0.4)
         ax.set_yticks(range(rows))
-        ax.set_yticklabels(list(reversed(labels)), fontsize=7)
-        ax.set_xlabel("seconds since the session started", fontsize=7, labelpad=1)
-        ax.tick_params(labelsize=6, length=2, pad=1)
+        ax.set_yticklabels(list(reversed(labels)), fontsize=9)
+        ax.set_xlabel("seconds since the session started", fontsize=9, labelpad=1)
+        ax.tick_params(labelsize=8, length=2, pad=1)
         ax.grid(True, axis="x", linewidth=0.3, alpha=0.5)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
         legend = [Patch(facecolor=c, label=s) for s, c in AGENT_STATE_COLORS.items() if s not in ("initializing", "idle")]
         legend.append(Patch(facecolor=USER_STATE_COLORS["speaking"], label="user speaking"))
         legend.append(Patch(facecolor=_TOOL_COLOR, label="▼ tool call   × interrupted"))
-        fig.legend(handles=legend, loc="upper right", ncol=len(legend), fontsize=6, frameon=False,
+        fig.legend(handles=legend, loc="upper right", ncol=len(legend), fontsize=8, frameon=False,
                    bbox_to_anchor=(0.99, 1.0), handlelength=1.2, columnspacing=1.0, borderaxespad=0.1)
         # the animated artists: drawn onto the cached frame at every render
         self._bands = PolyCollection([], linewidths=0, animated=True)
@@ -114,7 +114,8 @@ class TimelinePlot:
         (self._interrupted,) = ax.plot([], [], linestyle="none", marker="x", markersize=5, color=_INTERRUPTED_COLOR,
                                        clip_on=False, animated=True)
         self._labels = [
-            ax.text(0, 0, "", fontsize=6, color=_TOOL_COLOR, va="top", ha="left", animated=True, clip_on=False)
+            ax.text(0, 0, "", fontsize=8, color=_TOOL_COLOR, va="top", ha="left", animated=True, clip_on=False,
+                    bbox={"facecolor": "white", "alpha": 0.85, "pad": 0.6, "linewidth": 0})  # legible over the bands
             for _ in range(MAX_TOOL_LABELS)
         ]
         self._ax, self._fig, self._rows = ax, fig, rows

@@ -250,9 +250,12 @@ def badges_html(sessions: list[VoiceSession], *, final: bool = False) -> str:
         interim = (
             f" · <i class='nbagents-voice-interim'>hearing “{_e(_clip(s.interim, 120))}”</i>" if s.interim and not final else ""
         )
+        states = (  # a closed session has no live state: one grey badge says so
+            f" · {_badge('agent', 'closed')}" if s.closed is not None
+            else f" · agent {_badge('agent', s.agent_state)} · user {_badge('user', s.user_state)}"
+        )
         lines.append(
-            f"<div style='margin:2px 0'>{_e(title)} · <code>{_e(s.agent or 'Agent')}</code> · agent {_badge('agent', s.agent_state)}"
-            f" · user {_badge('user', s.user_state)}{interim}{closed}</div>"
+            f"<div style='margin:2px 0'>{_e(title)} · <code>{_e(s.agent or 'Agent')}</code>{states}{interim}{closed}</div>"
         )
     return "".join(lines)
 

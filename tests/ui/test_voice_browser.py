@@ -74,7 +74,7 @@ async def test_voice_view_live_in_jupyterlab(jupyter_server) -> None:  # noqa: F
             await expect(final).to_contain_text("Latency per reply")
             await expect(final).to_contain_text("TTS TTFB")
             await expect(wait_cell.locator(".jp-RenderedImage img").first).to_be_visible()  # timeline and audio plot
-            await expect(voice.locator(".nbagents-agent-state")).to_be_visible()  # the view keeps its last state
+            await expect(voice.locator(".nbagents-agent-state").first).to_have_attribute("data-state", "closed")  # no stale live state
             await _wait_for_idle_kernel(page)
             await wait_cell.screenshot(path=str(ARTIFACTS / "ui-lab-voice-final.png"))
         except BaseException:

@@ -108,6 +108,7 @@ async def test_voice_view_follows_a_session_live_and_keeps_its_final_state(serve
 
         result = await job.stop("seen enough")
     await wait_until(lambda: view.finished and inspector.finished, what="the views to finish")
+    assert "data-state='closed'" in view.badges.value and "data-state='listening'" not in view.badges.value
     assert result.state == "succeeded", result.error
     assert [t["role"] for t in result.transcript] == ["assistant", "user", "assistant", "user", "assistant"]
 
