@@ -247,7 +247,8 @@ class AgentMagics(Magics):
         if args.tail is not None:
             records = records[-args.tail :] if args.tail > 0 else []
         if not records:
-            print(f"job {job.id}: no log records yet (state {job.state}; files in {job.log_dir})")
+            when = "" if job.done else " yet"
+            print(f"job {job.id}: no log records{when} (state {job.state}; files in {job.log_dir})")
             return
         for record in records:
             print(format_log_record(record))

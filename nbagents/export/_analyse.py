@@ -23,6 +23,7 @@ NOTEBOOK_ONLY_MODULES = ("nbagents", "IPython", "ipywidgets", "ipykernel")
 #: Parts of nbagents an agent itself runs on: kept in the exported worker (which then needs them installed,
 #: e.g. ``pip install "nbagents[offline]"`` for the offline speech engines).
 AGENT_MODULES = ("nbagents.offline",)
+_NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 IPYTHON_BUILTINS = {
     "get_ipython": "IPython itself: a magic or a shell line",
     "display": "IPython's display()",
@@ -408,7 +409,7 @@ class _Analyser:
                 for group in distinct.values()
             )
             raise ExportError(
-                f"two entrypoints: {listed}. A worker script has one entrypoint: tag the cells of the others "
+                f"{_NUMBER_WORDS.get(len(distinct), str(len(distinct)))} entrypoints: {listed}. A worker script has one entrypoint: tag the cells of the others "
                 "nbagents-skip (or export each agent from its own notebook)."
             )
         chosen = sites[0].entrypoint
