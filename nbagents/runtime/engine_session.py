@@ -14,11 +14,16 @@ A dead engine is noticed at the next use (``start()``, which ``launch()``, ``nba
   the new job gets its credentials; if it cannot be reached the job fails with an error that says so and
   what to do (``ctx.connect()`` raises it), and the next use checks again;
 - an engine that failed to start is tried again.
+
+The engine chosen from the environment stays the kernel's engine: when ``NBAGENTS_ENGINE`` or a
+``LIVEKIT_*`` variable changes afterwards, the next use says in one line that jobs keep using it (restart
+the kernel to switch).
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 import traceback
@@ -29,6 +34,8 @@ from nbagents.engines.base import Credentials
 __all__ = ["EngineSession", "shared_engine"]
 
 Listener = Callable[[Credentials | None, str | None], None]
+#: the environment select_engine() reads
+SELECTION_VARIABLES = ("NBAGENTS_ENGINE", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 
 
 class EngineSession:
@@ -47,6 +54,8 @@ class EngineSession:
         self._retired: list[Any] = []  # engines this session started and no longer uses
         self.description: str | None = None  # the engine line printed for the user once it started
         self.notices: list[str] = []  # the one-line notices printed when the engine was found dead or unreachable
+        self._chosen_with: tuple[str, ...] | None = None  # SELECTION_VARIABLES when select_engine() chose
+        self._noted_with: tuple[str, ...] | None = None  # the changed environment already noted
 
     @property
     def credentials(self) -> Credentials | None:
@@ -87,6 +96,7 @@ class EngineSession:
         Returns at once. A dead local engine is restarted, a remote one is checked again, a failed start is
         retried (see the module docstring); listeners registered meanwhile get the outcome.
         """
+        self._note_environment_change()
         with self._lock:
             if not self._started or (self._engine is None and self._error is not None and not self._busy):
                 self._started, self._busy = True, True
@@ -144,6 +154,8 @@ class EngineSession:
         try:
             from nbagents.engines import describe_engine, select_engine
 
+            if self._given is None:
+                self._chosen_with = _selection_environment()
             engine = self._given if self._given is not None else select_engine()
             credentials = engine.start()
             self.description = describe_engine(engine)
@@ -187,6 +199,18 @@ class EngineSession:
             return
         self._settle(engine, engine.credentials, None)
 
+    def _note_environment_change(self) -> None:
+        """One line when the variables that chose the engine changed since: jobs keep using the engine."""
+        chosen, engine = self._chosen_with, self._engine
+        now = _selection_environment()
+        if chosen is None or engine is None or now in (chosen, self._noted_with):
+            return
+        self._noted_with = now
+        changed = ", ".join(name for name, before, after in zip(SELECTION_VARIABLES, chosen, now) if before != after)
+        where = f" at {engine.credentials.url}" if getattr(engine, "credentials", None) else ""
+        self._notice(f"nbagents engine: {changed} changed after the engine was chosen; this kernel's jobs keep using "
+                     f"the {engine.name} engine{where}. Restart the kernel to use the new setting")
+
     def _notice(self, line: str) -> None:
         self.notices.append(line)
         print(line, file=sys.stderr, flush=True)
@@ -207,6 +231,10 @@ class EngineSession:
         for each in [*retired, engine]:
             if each is not None:
                 each.stop()
+
+
+def _selection_environment() -> tuple[str, ...]:
+    return tuple(os.environ.get(name, "") for name in SELECTION_VARIABLES)
 
 
 def _in_kernel() -> bool:

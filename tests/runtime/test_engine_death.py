@@ -86,6 +86,22 @@ async def test_a_restarted_engine_takes_another_port_when_its_own_is_taken(sessi
         squatter.stop()
 
 
+async def test_a_changed_livekit_url_is_noted_once_and_the_engine_kept(session, room_name, monkeypatch) -> None:
+    monkeypatch.setenv("NBAGENTS_ENGINE", "embedded")
+    monkeypatch.delenv("LIVEKIT_URL", raising=False)
+    session.start()
+    url, _, _ = await asyncio.to_thread(session.wait, WAIT)
+    monkeypatch.setenv("LIVEKIT_URL", "wss://example.invalid")  # e.g. switching to LiveKit Cloud mid-session
+    result = await asyncio.wait_for(launch(connect_and_leave, room=room_name).wait(), WAIT)
+    assert result.state == "succeeded", result
+    assert session.credentials.url == url
+    notice = (f"nbagents engine: LIVEKIT_URL changed after the engine was chosen; this kernel's jobs keep using the "
+              f"embedded engine at {url}. Restart the kernel to use the new setting")
+    assert session.notices == [notice]
+    session.start()  # the same change is not noted again
+    assert session.notices == [notice]
+
+
 def _server_at(name: str, port: int | None = None, key: str | None = None, secret: str | None = None):
     """A server of engine ``name`` that the kernel's session did not start (the test's "remote" one)."""
     if name == "livekit-server":
