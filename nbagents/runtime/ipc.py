@@ -60,11 +60,15 @@ class Assignment:
 
 @dataclasses.dataclass(frozen=True)
 class StartJob:
-    """Run a job in this process."""
+    """Run a job in this process.
+
+    ``entrypoint_blob`` None: the code follows in a :class:`JobCode` (or an :class:`AbortJob`) message,
+    which the kernel sends once it has shipped the entrypoint; the job sets itself up meanwhile.
+    """
 
     job_id: str
     room: str
-    entrypoint_blob: bytes
+    entrypoint_blob: bytes | None
     prewarm_blob: bytes | None
     prewarm_digest: str | None
     shutdown_process_timeout: float
@@ -79,6 +83,19 @@ class StartJob:
     environ: dict[str, str] | None = None  # the kernel's os.environ at launch: the job's environment
     session_end_blob: bytes | None = None  # an AgentServer's on_session_end(ctx), shipped like the entrypoint
     token: str | None = None  # the agent's token when the kernel minted it at launch (tokens.token_at_launch)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobCode:
+    """The job's code, shipped (:func:`nbagents.runtime.shipping.ship`) after a ``StartJob`` without it."""
+
+    entrypoint_blob: bytes
+    session_end_blob: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AbortJob:
+    """The code could not be shipped (``launch()`` raised): end without running anything, leaving no result."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -183,6 +183,7 @@ class Job:
         shutdown_process_timeout: float,
         log_dir: Path,
         loop: asyncio.AbstractEventLoop | None,
+        launched_perf: float | None = None,
     ) -> None:
         self.id = job_id
         self.room = room
@@ -192,7 +193,7 @@ class Job:
         self.pid: int | None = None
         self.engine_url: str | None = None
         self.created = time.time()
-        self.launched_perf = time.perf_counter()
+        self.launched_perf = time.perf_counter() if launched_perf is None else launched_perf
         self.shutdown_reason: str = ""
         self._history: collections.deque[tuple[int, ev.Event]] = collections.deque(maxlen=HISTORY_LIMIT)
         self._audio_history: collections.deque[tuple[int, ev.Event]] = collections.deque(maxlen=AUDIO_HISTORY_LIMIT)

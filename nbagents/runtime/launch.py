@@ -1,9 +1,11 @@
 """``launch()``: start a job from a notebook without blocking it.
 
-The entrypoint (and prewarm) are shipped by value at once, so an unshippable global fails the call
-itself. The job then takes a warm idle process when one fits (milliseconds) or a process freshly forked
+The entrypoint (and prewarm) are shipped by value during the call, so an unshippable global fails the
+call itself. The job takes a warm idle process when one fits (milliseconds) or a process freshly forked
 from the zygote (started on first use); the engine starts alongside, and its credentials reach the job
-process whenever they are ready.
+process whenever they are ready. A warm process is told of its job first and sets it up while the
+entrypoint is being shipped (the code follows in a second message); when shipping fails, it is told to
+abort and exits, and its directory is removed before ``launch()`` raises.
 
 Rooms are created with ``departure_timeout`` (default 3 s, :data:`DEFAULT_DEPARTURE_TIMEOUT`): that many
 seconds after the last human leaves, the server closes the room, which ends the job — the livekit way,
@@ -13,12 +15,16 @@ on every engine. Notebooks want a short one; production servers default to 20 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
 import secrets
+import shutil
+import signal
 import string
 import threading
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -38,6 +44,7 @@ DEFAULT_DEPARTURE_TIMEOUT = 3
 JOBS_DIR = Path(".nbagents") / "jobs"
 PRESEND_LIMIT = 64 * 1024  # a StartJob this small is queued in the socket before the fork
 EXIT_STATUS_WAIT = 2.0
+ABORT_WAIT = 10.0  # how long an aborted job process may take to end before it is killed
 
 logger = logging.getLogger("nbagents")
 
@@ -97,8 +104,6 @@ def launch(
     # a fresh kernel's first job waits for the zygote (Python plus livekit-agents: seconds): start it before
     # shipping, creating the job's directory and starting the engine, which then happen while it imports
     pool.zygote  # noqa: B018
-    entrypoint_blob = ship(entrypoint, role="entrypoint")
-    session_end_blob = ship(on_session_end, role="on_session_end") if on_session_end is not None else None
     environ = dict(os.environ)
     prewarm_spec = None
     if prewarm is not None:
@@ -109,49 +114,116 @@ def launch(
     job_id = assignment.job_id if assignment is not None else \
         "AJ_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(12))
     log_dir = Path(os.path.abspath(jobs_dir if jobs_dir is not None else JOBS_DIR)) / job_id
-    try:
-        log_dir.mkdir(parents=True)
-    except OSError as exc:
-        raise OSError(
-            f"cannot create the job's directory {log_dir} ({exc.strerror or exc}); "
-            f"run the notebook from a writable directory or pass jobs_dir=... to launch()"
-        ) from exc
     engine = shared_engine()
     engine.start()
     pool.use_prewarm(prewarm_spec)
+    handle = pool.acquire(prewarm_spec[1] if prewarm_spec else None)
+    code: ipc.JobCode | None = None
+    if handle is None:  # a fresh process: its StartJob is queued before the fork, with the code in it
+        code = _ship_code(entrypoint, on_session_end)
+    created = _make_job_dir(log_dir, handle, pool)
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
-    job = Job(job_id, room, shutdown_process_timeout=float(shutdown_process_timeout), log_dir=log_dir, loop=loop)
+    launched_at = time.perf_counter()
     credentials = engine.credentials
-    job.engine_url = credentials.url if credentials else None
     start = ipc.StartJob(
         job_id=job_id,
         room=room,
-        entrypoint_blob=entrypoint_blob,
+        entrypoint_blob=code.entrypoint_blob if code is not None else None,
         prewarm_blob=prewarm_spec[0] if prewarm_spec else None,
         prewarm_digest=prewarm_spec[1] if prewarm_spec else None,
         shutdown_process_timeout=float(shutdown_process_timeout),
         departure_timeout=departure_timeout,
         log_dir=str(log_dir),
         credentials=_to_message(credentials) if credentials else None,
-        launched_at=job.launched_perf,
+        launched_at=launched_at,
         assignment=assignment,
         recording=recording_options,
         metadata=metadata,
         agent_name=agent_name,
         environ=environ,
-        session_end_blob=session_end_blob,
+        session_end_blob=code.session_end_blob if code is not None else None,
         token=token_at_launch(credentials.api_key, credentials.api_secret, job_id, room, agent_name)
         if credentials is not None and assignment is None else None,
     )
-    handle = pool.acquire(start.prewarm_digest)
     if handle is not None:
-        _JobLink(job, handle, start, engine, pool).begin(presented=False)
+        # a warm process: it sets the job up (environment, log, JobContext, monitors) while the entrypoint
+        # is shipped here (cloudpickle walks sys.modules for each module the code uses: milliseconds in a
+        # kernel that imported livekit-agents); the code follows as a second message
+        handle.expect_shutdown_within(start.shutdown_process_timeout)  # the zygote's kill, if the kernel dies
+        handle.channel.send(start)
+        try:
+            code = _ship_code(entrypoint, on_session_end)
+        except BaseException:
+            _abort(handle, created, log_dir, pool)
+            raise
+        handle.channel.send(code)
+    job = Job(job_id, room, shutdown_process_timeout=float(shutdown_process_timeout), log_dir=log_dir, loop=loop,
+              launched_perf=launched_at)
+    job.engine_url = credentials.url if credentials else None
+    if handle is not None:
+        _JobLink(job, handle, start, engine, pool).begin(sent=True)
     else:
         threading.Thread(target=_fork_and_begin, args=(job, pool, start, engine), name=f"nbagents-launch-{job_id}", daemon=True).start()
     return job
+
+
+def _ship_code(entrypoint: Callable[..., Any], on_session_end: Callable[..., Any] | None) -> ipc.JobCode:
+    """The job's code, shipped by value; :class:`~nbagents.runtime.shipping.ShippingError` naming the culprit."""
+    entrypoint_blob = ship(entrypoint, role="entrypoint")
+    session_end_blob = ship(on_session_end, role="on_session_end") if on_session_end is not None else None
+    return ipc.JobCode(entrypoint_blob, session_end_blob)
+
+
+def _make_job_dir(log_dir: Path, handle: ProcessHandle | None, pool: ProcessPool) -> Path:
+    """Create the job's directory (and its missing parents); returns the topmost directory it created."""
+    created = log_dir
+    while not created.parent.exists():
+        created = created.parent
+    try:
+        log_dir.mkdir(parents=True)
+    except OSError as exc:
+        if handle is not None:
+            handle.retire()  # told nothing yet: an idle process exits when its channel closes
+            pool.refill()
+        raise OSError(
+            f"cannot create the job's directory {log_dir} ({exc.strerror or exc}); "
+            f"run the notebook from a writable directory or pass jobs_dir=... to launch()"
+        ) from exc
+    return created
+
+
+def _abort(handle: ProcessHandle, created: Path, log_dir: Path, pool: ProcessPool) -> None:
+    """Undo a launch whose code could not be shipped: the process (told to abort) exits, its directory goes.
+
+    Waits for the process to end (milliseconds: it has run no user code but a prewarm), reading and
+    dropping what it sent meanwhile, so that nothing of the job is left when ``launch()`` raises.
+    """
+    channel = handle.channel
+    if channel.send(ipc.AbortJob()):
+        deadline = time.monotonic() + ABORT_WAIT
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                channel.sock.settimeout(remaining)
+                channel.recv()
+        except EOFError:  # the process closed its end (it exits), or ABORT_WAIT passed
+            pass
+    if not handle.exited.wait(EXIT_STATUS_WAIT) and handle.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handle.pid, signal.SIGKILL)  # not reaped yet (no "exited" from the zygote): still ours
+        handle.exited.wait(EXIT_STATUS_WAIT)
+    channel.close()
+    shutil.rmtree(log_dir, ignore_errors=True)
+    for directory in [log_dir.parent, *log_dir.parent.parents]:
+        if directory == created.parent:
+            break
+        try:
+            directory.rmdir()  # a parent this launch created, unless another job's directory is in it now
+        except OSError:
+            break
+    pool.refill()
 
 
 def prepare() -> None:
@@ -190,7 +262,9 @@ def _fork_and_begin(job: Job, pool: ProcessPool, start: ipc.StartJob, engine: En
         job._on_event(ev.ErrorRaised(where="launch", message=f"could not start the job process: {exc}", traceback=""))
         job._on_process_gone(None)
         return
-    _JobLink(job, handle, start, engine, pool).begin(presented=presented)
+    if presented:
+        handle.expect_shutdown_within(start.shutdown_process_timeout)
+    _JobLink(job, handle, start, engine, pool).begin(sent=presented)
 
 
 class _JobLink:
@@ -210,10 +284,11 @@ class _JobLink:
             self._refilled = True
             self.pool.refill()
 
-    def begin(self, *, presented: bool) -> None:
+    def begin(self, *, sent: bool) -> None:
+        """Follow the job; ``sent``: its StartJob (and code) are already on their way, and the zygote told."""
         self.job.pid = self.handle.pid
-        self.handle.expect_shutdown_within(self.start.shutdown_process_timeout)  # the zygote's kill, if the kernel dies
-        if not presented:
+        if not sent:
+            self.handle.expect_shutdown_within(self.start.shutdown_process_timeout)  # the zygote's kill, if the kernel dies
             self.handle.channel.send(self.start)
         if self.start.credentials is None:
             self.engine.when_ready(self._engine_ready)

@@ -201,6 +201,11 @@ class ProcessPool:
         with self._lock:
             return sum(1 for h in self._idle if h.alive())
 
+    def idle_pids(self) -> list[int]:
+        """The process ids of the idle processes that are ready (for tests and diagnostics)."""
+        with self._lock:
+            return [h.pid for h in self._idle if h.alive()]
+
     def fork(self, first_message: bytes | None = None) -> ProcessHandle:
         """A brand-new process straight from the zygote (blocking; starts the zygote if needed)."""
         return self.zygote.fork(first_message)

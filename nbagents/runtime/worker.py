@@ -288,6 +288,8 @@ class JobRuntime:
         self._credentials: ipc.EngineCredentials | None = start.credentials
         self._engine_error: str | None = None
         self._credentials_future: asyncio.Future[None] | None = None
+        self._code_future: asyncio.Future[ipc.JobCode | None] | None = None  # None: abort (no code will come)
+        self._aborted = False
         self._shutdown_future: asyncio.Future[tuple[str, bool]] | None = None
         self._room_created: asyncio.Future[None] | None = None
         self._close_hooks: list[Callable[[], Awaitable[Any]]] = []
@@ -309,6 +311,9 @@ class JobRuntime:
         self.loop = self.host.loop
         self._credentials_future = self.loop.create_future()
         self._shutdown_future = self.loop.create_future()
+        self._code_future = self.loop.create_future()
+        if self.start.entrypoint_blob is not None:  # a freshly forked process: the code came with StartJob
+            self._code_future.set_result(ipc.JobCode(self.start.entrypoint_blob, self.start.session_end_blob))
         if self._credentials is not None:
             _export_credentials(self._credentials)
             self._credentials_future.set_result(None)
@@ -389,9 +394,16 @@ class JobRuntime:
         assert self.loop is not None
         if message is None:
             self.kernel_alive = False
+            self.loop.call_soon_threadsafe(_set_result, self._code_future, None)  # no code will come now
             self._request_shutdown_threadsafe(REASON_KERNEL_GONE)
             return
-        if isinstance(message, ipc.EngineCredentials):
+        if isinstance(message, ipc.JobCode):
+            self.loop.call_soon_threadsafe(_set_result, self._code_future, message)
+        elif isinstance(message, ipc.AbortJob):
+            self._aborted = True
+            self.loop.call_soon_threadsafe(_set_result, self._code_future, None)
+            self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
+        elif isinstance(message, ipc.EngineCredentials):
             self._credentials = message
             self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
         elif isinstance(message, ipc.EngineFailed):
@@ -528,9 +540,9 @@ class JobRuntime:
             if error is not None:
                 self._fail_before_start("prewarm", "prewarm raised", error)
                 return
-        entrypoint = unship(start.entrypoint_blob)
-        session_end = unship(start.session_end_blob) if start.session_end_blob is not None else None
         await self._credentials_future  # only waits when the engine was still starting at launch
+        if self._aborted:
+            return
         if self._engine_error is not None:
             self._fail_before_start("engine", f"no LiveKit server for this job: {self._engine_error}")
             return
@@ -543,6 +555,21 @@ class JobRuntime:
         self.sessions = SessionMonitor(self.emit, self.report_exception)
         _agents.follow_sessions(self._on_session_start)
         ctx.room.on("disconnected", self._on_disconnected)
+        # the code: with StartJob (a freshly forked process), or shipped by the kernel meanwhile (a warm one)
+        code = await self._code_future
+        try:
+            if code is None:  # launch() raised (the code could not be shipped), or the kernel is gone
+                return
+            entrypoint = unship(code.entrypoint_blob)
+            session_end = unship(code.session_end_blob) if code.session_end_blob is not None else None
+        except BaseException:
+            code = None
+            raise
+        finally:
+            if code is None:  # nothing ran: undo the context (its temporary directory) and end
+                with contextlib.suppress(Exception):
+                    await _agents.deactivate(ctx)
+                deactivate()
         self.set_state("running")
         self.emit(ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
         entry_task = asyncio.ensure_future(entrypoint(ctx))

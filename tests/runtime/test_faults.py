@@ -156,6 +156,39 @@ def test_unshippable_global_is_named() -> None:
     assert "'DATABASE_LOCK'" in message and "uses_a_lock" in message and "lock" in message
 
 
+async def test_unshippable_entrypoint_on_a_warm_process_leaves_nothing_behind(server, room_name, tmp_path) -> None:
+    """A warm process hears of its job before the entrypoint is shipped: when shipping fails, launch() still
+    raises, no job is listed, no directory is left, and that process exits (the pool refills)."""
+    import psutil
+
+    from nbagents import jobs
+    from nbagents.runtime.pool import shared_pool
+
+    pool = shared_pool()
+    pool.start()
+    await wait_until(lambda: pool.idle_pids(), what="an idle process")
+    idle = set(pool.idle_pids())
+    listed = list(jobs())
+    with pytest.raises(ShippingError) as info:
+        launch(uses_a_lock, room=room_name, jobs_dir=tmp_path / "jobs")
+    assert "'DATABASE_LOCK'" in str(info.value) and "uses_a_lock" in str(info.value)
+    assert jobs() == listed
+    assert not (tmp_path / "jobs").exists()  # nor the jobs directory the launch created for it
+    taken = idle - set(pool.idle_pids())
+    assert len(taken) == 1
+    assert not psutil.pid_exists(taken.pop())  # exited, and reaped by the zygote
+    # the pool refills, and the next launch takes a warm process as before
+    await wait_until(lambda: pool.idle_pids(), what="an idle process again")
+    job = launch(shuts_down_at_once, room=room_name, jobs_dir=tmp_path / "jobs")
+    result = await asyncio.wait_for(job, WAIT)
+    assert result.state == "succeeded" and job.entrypoint_started is not None and job.entrypoint_started.warm
+    assert [p.name for p in (tmp_path / "jobs").iterdir()] == [job.id]
+
+
+async def shuts_down_at_once(ctx: JobContext) -> None:
+    ctx.shutdown(reason="done")
+
+
 def test_bad_arguments_get_clear_errors() -> None:
     def not_async(ctx):  # noqa: ANN001
         pass
