@@ -152,7 +152,6 @@ def launch(
         # a warm process: it sets the job up (environment, log, JobContext, monitors) while the entrypoint
         # is shipped here (cloudpickle walks sys.modules for each module the code uses: milliseconds in a
         # kernel that imported livekit-agents); the code follows as a second message
-        handle.expect_shutdown_within(start.shutdown_process_timeout)  # the zygote's kill, if the kernel dies
         handle.channel.send(start)
         try:
             code = _ship_code(entrypoint, on_session_end)
@@ -262,8 +261,6 @@ def _fork_and_begin(job: Job, pool: ProcessPool, start: ipc.StartJob, engine: En
         job._on_event(ev.ErrorRaised(where="launch", message=f"could not start the job process: {exc}", traceback=""))
         job._on_process_gone(None)
         return
-    if presented:
-        handle.expect_shutdown_within(start.shutdown_process_timeout)
     _JobLink(job, handle, start, engine, pool).begin(sent=presented)
 
 
@@ -285,10 +282,10 @@ class _JobLink:
             self.pool.refill()
 
     def begin(self, *, sent: bool) -> None:
-        """Follow the job; ``sent``: its StartJob (and code) are already on their way, and the zygote told."""
+        """Follow the job; ``sent``: its StartJob (and code) are already on their way."""
         self.job.pid = self.handle.pid
+        self.handle.expect_shutdown_within(self.start.shutdown_process_timeout)  # the zygote's kill, if the kernel dies
         if not sent:
-            self.handle.expect_shutdown_within(self.start.shutdown_process_timeout)  # the zygote's kill, if the kernel dies
             self.handle.channel.send(self.start)
         if self.start.credentials is None:
             self.engine.when_ready(self._engine_ready)

@@ -288,8 +288,9 @@ class JobRuntime:
         self._credentials: ipc.EngineCredentials | None = start.credentials
         self._engine_error: str | None = None
         self._credentials_future: asyncio.Future[None] | None = None
-        self._code_future: asyncio.Future[ipc.JobCode | None] | None = None  # None: abort (no code will come)
-        self._aborted = False
+        # the job's code: in StartJob (a freshly forked process), or the next message (a warm process; see launch)
+        self._code_pending = start.entrypoint_blob is None
+        self._code: ipc.JobCode | None = None if self._code_pending else ipc.JobCode(start.entrypoint_blob, start.session_end_blob)
         self._shutdown_future: asyncio.Future[tuple[str, bool]] | None = None
         self._room_created: asyncio.Future[None] | None = None
         self._close_hooks: list[Callable[[], Awaitable[Any]]] = []
@@ -311,14 +312,12 @@ class JobRuntime:
         self.loop = self.host.loop
         self._credentials_future = self.loop.create_future()
         self._shutdown_future = self.loop.create_future()
-        self._code_future = self.loop.create_future()
-        if self.start.entrypoint_blob is not None:  # a freshly forked process: the code came with StartJob
-            self._code_future.set_result(ipc.JobCode(self.start.entrypoint_blob, self.start.session_end_blob))
         if self._credentials is not None:
             _export_credentials(self._credentials)
             self._credentials_future.set_result(None)
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        self.host.attach(self)  # the channel reader and the watchdog thread (see _Host) start serving this job
+        if not self._code_pending:  # else once the code is in (_receive_code)
+            self.host.attach(self)  # the channel reader and the watchdog thread (see _Host) start serving this job
         self.loop.call_soon(self._beat)
         try:
             self.loop.run_until_complete(self._main())
@@ -394,16 +393,9 @@ class JobRuntime:
         assert self.loop is not None
         if message is None:
             self.kernel_alive = False
-            self.loop.call_soon_threadsafe(_set_result, self._code_future, None)  # no code will come now
             self._request_shutdown_threadsafe(REASON_KERNEL_GONE)
             return
-        if isinstance(message, ipc.JobCode):
-            self.loop.call_soon_threadsafe(_set_result, self._code_future, message)
-        elif isinstance(message, ipc.AbortJob):
-            self._aborted = True
-            self.loop.call_soon_threadsafe(_set_result, self._code_future, None)
-            self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
-        elif isinstance(message, ipc.EngineCredentials):
+        if isinstance(message, ipc.EngineCredentials):
             self._credentials = message
             self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
         elif isinstance(message, ipc.EngineFailed):
@@ -411,6 +403,18 @@ class JobRuntime:
             self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
         elif isinstance(message, ipc.StopJob):
             self._request_shutdown_threadsafe(message.reason)
+
+    def _receive_code(self) -> None:
+        """Read the message that follows a StartJob without code: the code, or AbortJob (``launch()`` could not
+        ship it). The kernel sends nothing else before it, so it is read here, on the loop's thread (one
+        wake-up, where the reader thread would add a hop); the reader thread serves the channel from then on."""
+        message = self.host.next_message()
+        self._code_pending = False
+        if isinstance(message, ipc.JobCode):
+            self._code = message
+            self.host.attach(self)
+        else:  # AbortJob, or None: the kernel is gone
+            self.kernel_alive = message is not None
 
     def _request_shutdown_threadsafe(self, reason: str) -> None:
         assert self.loop is not None
@@ -540,9 +544,11 @@ class JobRuntime:
             if error is not None:
                 self._fail_before_start("prewarm", "prewarm raised", error)
                 return
+        if self._code_pending and self._credentials is None:
+            self._receive_code()  # the engine's credentials come after the code
+        if not self._code_pending and self._code is None:
+            return  # aborted before anything was set up: nothing to undo
         await self._credentials_future  # only waits when the engine was still starting at launch
-        if self._aborted:
-            return
         if self._engine_error is not None:
             self._fail_before_start("engine", f"no LiveKit server for this job: {self._engine_error}")
             return
@@ -556,7 +562,9 @@ class JobRuntime:
         _agents.follow_sessions(self._on_session_start)
         ctx.room.on("disconnected", self._on_disconnected)
         # the code: with StartJob (a freshly forked process), or shipped by the kernel meanwhile (a warm one)
-        code = await self._code_future
+        if self._code_pending:
+            self._receive_code()
+        code = self._code
         try:
             if code is None:  # launch() raised (the code could not be shipped), or the kernel is gone
                 return
