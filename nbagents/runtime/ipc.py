@@ -83,6 +83,14 @@ class StartJob:
     environ: dict[str, str] | None = None  # the kernel's os.environ at launch: the job's environment
     session_end_blob: bytes | None = None  # an AgentServer's on_session_end(ctx), shipped like the entrypoint
     token: str | None = None  # the agent's token when the kernel minted it at launch (tokens.token_at_launch)
+    token_follows: bool = False  # the kernel mints it after sending this: an AgentToken is the next message
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentToken:
+    """The agent's token, minted in the kernel while the job sets itself up (``StartJob.token_follows``)."""
+
+    token: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,7 +36,7 @@ from nbagents.runtime.job import Job
 from nbagents.runtime.pool import ProcessHandle, ProcessPool, shared_pool
 from nbagents.runtime.recorder import RecordingOptions
 from nbagents.runtime.shipping import digest, ship
-from nbagents.runtime.tokens import token_at_launch
+from nbagents.runtime.tokens import mints_at_launch, token_at_launch
 
 __all__ = ["DEFAULT_DEPARTURE_TIMEOUT", "JOBS_DIR", "launch", "prepare"]
 
@@ -128,6 +128,9 @@ def launch(
         loop = None
     launched_at = time.perf_counter()
     credentials = engine.credentials
+    mint = credentials is not None and assignment is None
+    # a warm process is told of its job first; the token (a quarter of a millisecond) follows
+    token_follows = mint and handle is not None and mints_at_launch()
     start = ipc.StartJob(
         job_id=job_id,
         room=room,
@@ -146,14 +149,19 @@ def launch(
         environ=environ,
         session_end_blob=code.session_end_blob if code is not None else None,
         token=token_at_launch(credentials.api_key, credentials.api_secret, job_id, room, agent_name)
-        if credentials is not None and assignment is None else None,
+        if mint and not token_follows else None,
+        token_follows=token_follows,
     )
     if handle is not None:
-        # a warm process: it sets the job up (environment, log, JobContext, monitors) while the entrypoint
-        # is shipped here (cloudpickle walks sys.modules for each module the code uses: milliseconds in a
-        # kernel that imported livekit-agents); the code follows as a second message
+        # a warm process: it sets the job up (environment, log, JobContext, monitors) while its token is minted
+        # and the entrypoint shipped here (cloudpickle walks sys.modules for each module the code uses:
+        # milliseconds in a kernel that imported livekit-agents); they follow as further messages
         handle.channel.send(start)
         try:
+            if token_follows:
+                assert credentials is not None
+                token = token_at_launch(credentials.api_key, credentials.api_secret, job_id, room, agent_name)
+                handle.channel.send(ipc.AgentToken(token or ""))
             code = _ship_code(entrypoint, on_session_end)
         except BaseException:
             _abort(handle, created, log_dir, pool)

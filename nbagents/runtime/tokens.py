@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["agent_identity", "agent_token", "token_at_launch"]
+__all__ = ["agent_identity", "agent_token", "mints_at_launch", "token_at_launch"]
 
 
 def agent_identity(job_id: str) -> str:
@@ -43,6 +43,11 @@ def token_at_launch(key: str, secret: str, job_id: str, room: str, agent_name: s
     just woken up, on the path from ``launch()`` to the entrypoint; importing ``livekit.api`` for it would
     cost the kernel a few hundred milliseconds.
     """
-    if "livekit.api" not in sys.modules:
+    if not mints_at_launch():
         return None
     return agent_token(key, secret, job_id, room, agent_name)
+
+
+def mints_at_launch() -> bool:
+    """Whether :func:`token_at_launch` signs (``livekit.api`` is loaded in this process)."""
+    return "livekit.api" in sys.modules

@@ -290,6 +290,7 @@ class JobRuntime:
         self._credentials_future: asyncio.Future[None] | None = None
         # the job's code: in StartJob (a freshly forked process), or the next message (a warm process; see launch)
         self._code_pending = start.entrypoint_blob is None
+        self._token: str | None = start.token  # or an AgentToken message (start.token_follows), or the job mints it
         self._code: ipc.JobCode | None = None if self._code_pending else ipc.JobCode(start.entrypoint_blob, start.session_end_blob)
         self._shutdown_future: asyncio.Future[tuple[str, bool]] | None = None
         self._room_created: asyncio.Future[None] | None = None
@@ -404,6 +405,15 @@ class JobRuntime:
         elif isinstance(message, ipc.StopJob):
             self._request_shutdown_threadsafe(message.reason)
 
+    def _receive_token(self) -> None:
+        """Read the AgentToken that follows a StartJob with ``token_follows`` (on this thread, as the code)."""
+        message = self.host.next_message()
+        if isinstance(message, ipc.AgentToken):
+            self._token = message.token or None
+        else:  # AbortJob, or None: the kernel is gone
+            self._code_pending = False
+            self.kernel_alive = message is not None
+
     def _receive_code(self) -> None:
         """Read the message that follows a StartJob without code: the code, or AbortJob (``launch()`` could not
         ship it). The kernel sends nothing else before it, so it is read here, on the loop's thread (one
@@ -435,7 +445,7 @@ class JobRuntime:
         else:
             job = _job_proto(start.job_id, start.room, metadata=start.metadata, agent_name=start.agent_name)
             identity = agent_identity(start.job_id)
-            token = start.token or agent_token(key, secret, start.job_id, start.room, start.agent_name)
+            token = self._token or agent_token(key, secret, start.job_id, start.room, start.agent_name)
             self._room_created = self.loop.create_future()  # started right after the entrypoint's task
         self.url = url
         room = JobRoom(self)
@@ -546,6 +556,8 @@ class JobRuntime:
                 return
         if self._code_pending and self._credentials is None:
             self._receive_code()  # the engine's credentials come after the code
+        if start.token_follows:
+            self._receive_token()
         if not self._code_pending and self._code is None:
             return  # aborted before anything was set up: nothing to undo
         await self._credentials_future  # only waits when the engine was still starting at launch
