@@ -165,7 +165,12 @@ class AgentMagics(Magics):
         timeout = args.timeout if args.timeout is not None else registration.get("shutdown_process_timeout")
         if timeout is not None:
             options["shutdown_process_timeout"] = timeout
-        job = launch(entrypoint, **options)
+        from nbagents.runtime.shipping import ShippingError
+
+        try:
+            job = launch(entrypoint, **options)
+        except ShippingError as exc:  # the message names the culprit and what to do; the traceback is nbagents'
+            raise UsageError(f"%%agent: {exc} Nothing was launched.") from None
         _note_other_jobs_in_the_room(job)
         return job
 

@@ -136,6 +136,16 @@ def test_running_a_cell_again_says_that_the_earlier_job_still_runs_in_the_room(s
     assert "earlier job" not in capsys.readouterr().out  # ended jobs are not mentioned
 
 
+def test_an_unpicklable_global_is_named_in_one_line_and_nothing_is_launched(shell):
+    before = len(jobs())
+    ok(shell.run_cell("import threading\nlock = threading.Lock()"))
+    result = shell.run_cell(f"%%agent --room {room_name()}\nasync def entrypoint(ctx):\n    with lock:\n        await ctx.connect()\n")
+    assert isinstance(result.error_in_exec, UsageError)
+    message = str(result.error_in_exec)
+    assert "'lock'" in message and "Nothing was launched." in message
+    assert len(jobs()) == before
+
+
 def test_wait_blocks_where_no_event_loop_runs(shell):
     room = room_name()
     cell = f"%%agent --room {room}\nasync def entrypoint(ctx):\n    await ctx.connect()\n    ctx.shutdown(reason='all done')\n"
