@@ -152,7 +152,10 @@ async def test_random_signal_requests_leave_the_server_serving(lk_server, partic
     ]
     async with raw_signal(lk_server, room, "fuzzer") as raw:
         for request in requests:
-            await raw.send(request)
+            try:
+                await raw.send(request)
+            except ConnectionResetError:
+                break  # the server closed this connection over one of them (livekit-server may, for an offer that is not SDP)
     newcomer = await participants(room, "after-the-fuzz")
     assert newcomer.room.isconnected()
     await assert_healthy(lk_server)
