@@ -3,7 +3,6 @@ livekit-agents: a release that moves one fails here, naming it, instead of in a 
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import dataclasses
 import importlib.util
@@ -49,19 +48,11 @@ def test_private_members_the_runtime_drives() -> None:
     assert inspect.iscoroutinefunction(AgentSession.start)
 
 
-def _room() -> rtc.Room:
-    """A Room for a context built outside a job: the running loop, or a loop of its own in a plain test
-    (rtc.Room asks asyncio for the current loop, which a plain test may not have)."""
-    try:
-        return rtc.Room(loop=asyncio.get_running_loop())
-    except RuntimeError:
-        return rtc.Room(loop=asyncio.new_event_loop())
-
-
 def _context(**kw) -> JobContext:
+    """A context as a job builds it, inside its running event loop (rtc.Room needs the current loop)."""
     job = agent_pb.Job(id="AJ_internals", room=models.Room(name="internals"), type=agent_pb.JobType.JT_ROOM)
     return _agents.new_job_context(proc=_agents.new_job_process(), job=job, url="ws://127.0.0.1:1", token="",
-                                   identity="agent-AJ_internals", worker_id="w", room=_room(),
+                                   identity="agent-AJ_internals", worker_id="w", room=rtc.Room(),
                                    on_connect=lambda: None, on_shutdown=kw.get("on_shutdown", lambda reason: None))
 
 
@@ -85,7 +76,7 @@ async def test_a_built_context_is_livekit_agents_own_and_becomes_the_current_job
         ctx._tempdir.cleanup()
 
 
-def test_shutdown_callbacks_are_recorded_beside_livekit_agents_entries() -> None:
+async def test_shutdown_callbacks_are_recorded_beside_livekit_agents_entries() -> None:
     ctx = _context()
     seen: list[tuple[object, object, bool]] = []
     _agents.record_shutdown_callbacks(ctx, lambda entry, callback, takes_reason: seen.append((entry, callback, takes_reason)))
@@ -132,12 +123,6 @@ def test_agent_server_registration_is_read_back() -> None:
 @pytest.mark.parametrize("name", ["LIVEKIT_AGENTS_SHUTDOWN_TIMEOUT"])
 def test_livekit_agents_defaults_nbagents_compares_with(name: str) -> None:
     assert inspect.signature(AgentServer.__init__).parameters["shutdown_process_timeout"].default == getattr(_agents, name)
-
-
-def test_no_asyncio_loop_is_needed_to_build_a_context() -> None:
-    ctx = _context()
-    assert isinstance(ctx._lock, asyncio.Lock)
-    ctx._tempdir.cleanup()
 
 
 def test_livekit_agents_warm_up_module_the_zygote_imports() -> None:
