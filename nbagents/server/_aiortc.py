@@ -30,6 +30,8 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtcpFeedback
 
+from nbagents.server import rtp
+
 RtpHandler = Callable[[bytes], None]
 
 
@@ -39,6 +41,9 @@ def check_internals() -> None:
         "aioice.ice.get_host_addresses": hasattr(aioice.ice, "get_host_addresses"),
         "aioice.ice.Connection._nominated": "_nominated" in aioice.ice.Connection.__init__.__code__.co_names,
         "aioice.ice.Connection.data_received": hasattr(aioice.ice.Connection, "data_received"),
+        "aioice.ice.StunProtocol.datagram_received": hasattr(aioice.ice.StunProtocol, "datagram_received"),
+        "aioice.ice.StunProtocol.receiver": "receiver" in aioice.ice.StunProtocol.__init__.__code__.co_names,
+        "aioice.ice.StunProtocol.local_candidate": "local_candidate" in aioice.ice.StunProtocol.__annotations__,
         "aiortc.codecs.CODECS": isinstance(getattr(aiortc_codecs, "CODECS", None), dict),
         "aiortc.rtp.DYNAMIC_PAYLOAD_TYPES": hasattr(aiortc_rtp, "DYNAMIC_PAYLOAD_TYPES"),
         "aiortc.rtcrtpreceiver.RemoteBitrateEstimator": hasattr(aiortc_rtcrtpreceiver, "RemoteBitrateEstimator"),
@@ -65,6 +70,32 @@ def restrict_host_addresses(addresses: Sequence[str]) -> None:
     """
     chosen = list(addresses)
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
+
+
+def demultiplex_by_first_byte() -> None:
+    """Hand every datagram that is not STUN to its ICE connection without trying to parse it as STUN first.
+
+    aioice parses each datagram an ICE socket receives as a STUN message and passes the ones that fail on as
+    data (DTLS, RTP, RTCP), so every media packet pays for a parse attempt and an exception. Its parser does not
+    check the two leading zero bits or the magic cookie either: an RTP packet with payload type 0–9 (PCMA,
+    G.722, ...) whose sequence number equals its length minus 20 passes as STUN and is lost. RFC 7983 tells the
+    protocols on one port apart by the first byte (0–3 STUN, 20–63 DTLS, 128–191 RTP and RTCP); this applies
+    it before aioice's parser, which keeps handling everything that may be STUN. Process-wide, like the codec
+    table: every ICE connection of the server is one of its PeerConnections'.
+    """
+    protocol = aioice.ice.StunProtocol
+    if getattr(protocol.datagram_received, "_nbagents_demultiplexed", False):
+        return
+    parse_as_stun = protocol.datagram_received
+
+    def datagram_received(self: Any, data: bytes, addr: tuple[Any, ...]) -> None:
+        if data and data[0] > 3:  # not STUN (RFC 7983 §7)
+            self.receiver.data_received(data, self.local_candidate.component)
+        else:
+            parse_as_stun(self, data, addr)
+
+    datagram_received._nbagents_demultiplexed = True  # type: ignore[attr-defined]
+    protocol.datagram_received = datagram_received  # type: ignore[method-assign]
 
 
 # --- one DTLS certificate per server
@@ -169,6 +200,9 @@ def take_over_rtp(transport: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtpH
       completes, still takes aiortc's queue;
     - ``_handle_rtp_data`` and ``_handle_rtcp_data`` (shadowed on the instance) get what does go through the
       queue (packets that arrived while the handshake finished).
+
+    Receiver reports without report blocks, which libwebrtc sends about every second for each media section,
+    are dropped unread (``rtp.srtcp_is_empty_report``): they carry nothing the relay uses.
     """
     async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
         on_rtp(data)
@@ -182,13 +216,15 @@ def take_over_rtp(transport: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtpH
     connection: Any = transport.transport._connection
     queue_datagram = connection.data_received
     connected = DtlsState.CONNECTED
+    empty_report = rtp.srtcp_is_empty_report
 
     def data_received(data: bytes, component: int) -> None:
         if len(data) > 1 and 127 < data[0] < 192 and transport._state is connected:
             session = transport._rx_srtp
             try:
                 if 192 <= data[1] <= 223:
-                    on_rtcp(session.unprotect_rtcp(data))
+                    if not empty_report(data):
+                        on_rtcp(session.unprotect_rtcp(data))
                 else:
                     on_rtp(session.unprotect(data))
             except pylibsrtp.Error:

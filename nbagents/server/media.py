@@ -12,7 +12,6 @@ as livekit-server forwards them.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -21,17 +20,16 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCDataChannel,
-    RTCIceCandidate,
     RTCPeerConnection,
     RTCRtpCodecCapability,
     RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.sdp import candidate_from_sdp
 
 from nbagents.server import _aiortc
 from nbagents.server.forwarding import Codec, DownTrack, RtpPort, TrackRelay
+from nbagents.server.ice import TrickledCandidates
 from nbagents.server.sdp import MediaSection, finish_answer, media_sections
 
 log = logging.getLogger(__name__)
@@ -39,6 +37,7 @@ log = logging.getLogger(__name__)
 _aiortc.configure_codecs()  # every PeerConnection of the server negotiates the relay's codecs
 _aiortc.share_certificate()  # and uses the same DTLS certificate
 _aiortc.skip_receive_estimators()  # and relays what it receives: aiortc's receivers are never fed
+_aiortc.demultiplex_by_first_byte()  # and tells media from STUN by the first byte, as RFC 7983 does
 
 DATA_CHANNEL_LABELS = ("_reliable", "_lossy")
 #: messages kept for a subscriber data channel that is not open yet (delivered once it opens)
@@ -67,19 +66,14 @@ def _configuration() -> RTCConfiguration:
 
 
 class _PeerSide:
-    """What both PeerConnections share.
-
-    Trickled remote candidates are held until the remote description is set: clients send candidates as
-    soon as they gather them, which can be before the offer or answer they belong to is applied here, and
-    aiortc would drop them. Once connected, transceivers added meanwhile are started (see _aiortc).
-    """
+    """What both PeerConnections share: trickled remote candidates (held until the remote description is
+    set, see ``ice``), and transceivers added while connecting started once connected (see _aiortc)."""
 
     pc: RTCPeerConnection
-
-    def __init__(self) -> None:
-        self._early_candidates: list[RTCIceCandidate] = []
+    candidates: TrickledCandidates
 
     def _watch_connection(self) -> None:
+        self.candidates = TrickledCandidates(self.pc)
         self.pc.on("connectionstatechange", self._on_state)
 
     def _on_state(self) -> None:
@@ -87,23 +81,8 @@ class _PeerSide:
             _aiortc.start_pending_transceivers(self.pc)
 
     async def add_candidate(self, candidate_init: str) -> None:
-        """Apply a trickled candidate (``TrickleRequest.candidateInit`` is the browser's JSON RTCIceCandidateInit)."""
-        init = json.loads(candidate_init)
-        text = init.get("candidate") or ""
-        if not text:  # end-of-candidates
-            return
-        candidate = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
-        candidate.sdpMid = init.get("sdpMid")
-        candidate.sdpMLineIndex = init.get("sdpMLineIndex")
-        if self.pc.remoteDescription is None:
-            self._early_candidates.append(candidate)
-        else:
-            await self.pc.addIceCandidate(candidate)
-
-    async def _apply_early_candidates(self) -> None:
-        early, self._early_candidates = self._early_candidates, []
-        for candidate in early:
-            await self.pc.addIceCandidate(candidate)
+        """Apply a trickled candidate (JSON RTCIceCandidateInit), or hold it until the remote description."""
+        await self.candidates.add(candidate_init)
 
 
 class PublisherPeer(_PeerSide):
@@ -119,7 +98,6 @@ class PublisherPeer(_PeerSide):
         on_track_stopped: Callable[[MediaSection], None],
         on_data: Callable[[str, bytes], None],
     ) -> None:
-        super().__init__()
         self.pc = RTCPeerConnection(_configuration())
         self.port: RtpPort | None = None  # once the first offer created the transport
         self._on_track = on_track
@@ -142,7 +120,7 @@ class PublisherPeer(_PeerSide):
                     self.port = RtpPort(transport)
             for transceiver in self.pc.getTransceivers():
                 _aiortc.adopt_receiver(transceiver.receiver)
-            await self._apply_early_candidates()
+            await self.candidates.remote_described()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
             for transceiver in self.pc.getTransceivers():
@@ -187,7 +165,6 @@ class SubscriberPeer(_PeerSide):
     """
 
     def __init__(self, send_offer: Callable[[str], None]) -> None:
-        super().__init__()
         self.pc = RTCPeerConnection(_configuration())
         self._send_offer = send_offer
         self._channels = {
@@ -287,7 +264,7 @@ class SubscriberPeer(_PeerSide):
 
     async def apply_answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-        await self._apply_early_candidates()
+        await self.candidates.remote_described()
         self._awaiting_answer = False
         if self._renegotiate:
             self._renegotiate = False

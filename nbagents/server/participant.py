@@ -168,9 +168,13 @@ class Participant:
             room=self.room.info(), participant=self.info, other_participants=others,
             server_version=SERVER_VERSION,
             # As livekit-server: a participant that may subscribe connects on the subscriber PeerConnection
-            # (which the server offers at once) and negotiates its publisher connection when it first publishes.
+            # (which the server offers at once).
             subscriber_primary=self.permission.can_subscribe and not self.params.single_peer_connection,
             ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
+            # As livekit-server (pkg/rtc/room.go, no ICE fallback here): a publisher negotiates at once and queues
+            # its later negotiations instead of debouncing them (the SDKs' debounced path can drop a request that
+            # comes while an offer is being made, leaving a track never offered).
+            fast_publish=self.permission.can_publish,
             server_info=models.ServerInfo(edition=models.ServerInfo.Edition.Standard, version=SERVER_VERSION,
                                           protocol=PROTOCOL_VERSION, node_id="nbagents-embedded"),
         ))

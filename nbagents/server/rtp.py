@@ -35,6 +35,24 @@ def is_rtcp(data: bytes) -> bool:
     return len(data) > 1 and 192 <= data[1] <= 223
 
 
+#: the shortest SRTCP packet that can hold, after a receiver report without report blocks (8 bytes), any RTCP
+#: the relay reads (a PLI: 12 bytes; a NACK 16, a FIR 20, a sender report 28) and the shortest SRTCP trailer
+#: (4 bytes of E flag and index, and a 10-byte authentication tag: AES_CM_128_HMAC_SHA1_80, RFC 3711 §3.4)
+_SHORTEST_READ_SRTCP = 8 + 12 + 4 + 10
+
+
+def srtcp_is_empty_report(data: bytes) -> bool:
+    """Whether an SRTCP packet is a lone receiver report without report blocks, read without decrypting it.
+
+    SRTCP leaves the first 8 bytes of a compound packet (its first RTCP header and the sender's SSRC) in the
+    clear (RFC 3711 §3.4). A packet whose first part is a receiver report with no report blocks and that is
+    too short to hold anything more the relay reads says only "this SSRC exists": libwebrtc sends one about
+    every second for each of its media sections, also unused ones (with ``rtcp-rsize``, nothing else comes
+    with it). The relay has no use for it, so it is dropped before the (comparatively costly) decryption.
+    """
+    return len(data) < _SHORTEST_READ_SRTCP and data[1] == RTCP_RR and not data[0] & 0x1F
+
+
 def payload_offset(data: bytes) -> int:
     """Where the payload starts: after the fixed header, the CSRC list and the header extension."""
     offset = 12 + 4 * (data[0] & 0x0F)

@@ -23,7 +23,6 @@ what the client sends to the relays of its tracks and sends the client the down 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,15 +31,14 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCDataChannel,
-    RTCIceCandidate,
     RTCPeerConnection,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.sdp import candidate_from_sdp
 
 from nbagents.server import _aiortc
 from nbagents.server.forwarding import Codec, DownTrack, RtpPort, TrackRelay
+from nbagents.server.ice import TrickledCandidates
 from nbagents.server.sdp import MediaSection, finish_answer, media_sections
 
 log = logging.getLogger(__name__)
@@ -92,7 +90,7 @@ class SinglePeer:
         self._answered = False
         self._channels: dict[str, RTCDataChannel] = {}
         self._backlog: dict[str, list[bytes]] = {}
-        self._early_candidates: list[RTCIceCandidate] = []
+        self._candidates = TrickledCandidates(self.pc)
         self._tasks: set[asyncio.Future[None]] = set()
         self._lock = asyncio.Lock()
         self._closed = False
@@ -117,7 +115,7 @@ class SinglePeer:
                     self.port = RtpPort(transport)
             for transceiver in self.pc.getTransceivers():
                 _aiortc.adopt_receiver(transceiver.receiver)
-            await self._apply_early_candidates()
+            await self._candidates.remote_described()
             self._note_receive_sections(sections)
             self._place_waiting_tracks()
             answer = await self.pc.createAnswer()
@@ -280,22 +278,7 @@ class SinglePeer:
 
     async def add_candidate(self, candidate_init: str) -> None:
         """Apply a trickled candidate (JSON RTCIceCandidateInit); held until the offer it belongs to is set."""
-        init = json.loads(candidate_init)
-        text = init.get("candidate") or ""
-        if not text:  # end-of-candidates
-            return
-        candidate = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
-        candidate.sdpMid = init.get("sdpMid")
-        candidate.sdpMLineIndex = init.get("sdpMLineIndex")
-        if self.pc.remoteDescription is None:
-            self._early_candidates.append(candidate)
-        else:
-            await self.pc.addIceCandidate(candidate)
-
-    async def _apply_early_candidates(self) -> None:
-        early, self._early_candidates = self._early_candidates, []
-        for candidate in early:
-            await self.pc.addIceCandidate(candidate)
+        await self._candidates.add(candidate_init)
 
     async def close(self) -> None:
         if self._closed:

@@ -121,6 +121,17 @@ async def test_v1_join_is_answered_for_one_peer_connection(lk_server):
     assert join.participant.client_protocol == 1
 
 
+async def test_join_tells_a_publisher_to_publish_fast(lk_server):
+    # fast_publish makes the SDKs negotiate at once and queue later negotiations; without it the Rust SDK debounces
+    # them and can lose one made while an offer is under way (a track published then is never offered)
+    room = unique_room()
+    publisher = await raw_v1_join(lk_server, make_token(lk_server, "alice", room), python_join_request())
+    listener = await raw_v1_join(lk_server, make_token(lk_server, "bob", room, can_publish=False),
+                                 python_join_request())
+    assert publisher.fast_publish
+    assert not listener.fast_publish
+
+
 async def test_metadata_and_attributes_in_the_join_request_apply(lk_server, lk_api):
     room = unique_room()
     token = make_token(lk_server, "alice", room, metadata="from the token", attributes={"a": "token", "b": "token"})

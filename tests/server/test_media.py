@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 
+import aioice
+import aioice.ice
 import numpy as np
 import pytest
 from livekit import api, rtc
 
-from nbagents.server import DevServer
+from nbagents.server import DevServer, _aiortc
 
 LOUD = 3000  # int16 peak of the test tones; silence and comfort noise stay far below
 
@@ -159,3 +162,29 @@ async def test_lost_video_packets_are_asked_for_again_and_resent_both_ways():
             player.cancel()
             await bob.disconnect()
             await alice.disconnect()
+
+
+async def test_a_media_packet_that_could_pass_for_stun_reaches_the_ice_connection():
+    """RTP with payload type 9 (G.722) whose sequence number equals its length minus 20 is data, not STUN (RFC 7983)."""
+    _aiortc.demultiplex_by_first_byte()  # as the server's media module does at import
+    gather = aioice.ice.get_host_addresses
+    _aiortc.restrict_host_addresses(["127.0.0.1"])
+    sender, receiver = aioice.Connection(ice_controlling=True), aioice.Connection(ice_controlling=False)
+    try:
+        await asyncio.gather(sender.gather_candidates(), receiver.gather_candidates())
+        for local, remote in ((sender, receiver), (receiver, sender)):
+            for candidate in local.local_candidates:
+                await remote.add_remote_candidate(candidate)
+            await remote.add_remote_candidate(None)
+            remote.remote_username, remote.remote_password = local.local_username, local.local_password
+        await asyncio.wait_for(asyncio.gather(sender.connect(), receiver.connect()), 20)
+        payload = bytes(160)
+        packets = [struct.pack("!BBHII", 0x80, 9, 12 + len(payload) - 20, 0, 0x5EED) + payload,
+                   struct.pack("!BBHII", 0x80, 9, 1000, 0, 0x5EED) + payload]
+        for packet in packets:
+            await sender.sendto(packet, 1)
+        received = [await asyncio.wait_for(receiver.recvfrom(), 10) for _ in packets]
+        assert received == [(packet, 1) for packet in packets]
+    finally:
+        aioice.ice.get_host_addresses = gather
+        await asyncio.gather(sender.close(), receiver.close())

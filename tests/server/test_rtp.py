@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
+
+import pylibsrtp
 
 from nbagents.server import rtp
 
@@ -102,3 +105,27 @@ def test_remb_encodes_the_bitrate_as_exponent_and_mantissa():
 
 def test_rtcp_is_told_from_rtp_on_a_multiplexed_port():
     assert rtp.is_rtcp(rtp.pli(1, 2)) and not rtp.is_rtcp(packet(b"x", pt=111, marker=True))
+
+
+def srtcp_sessions() -> list[tuple[pylibsrtp.Session, str]]:
+    """Sending SRTCP sessions of the profiles a WebRTC peer negotiates, with random keys."""
+    profiles = ((pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 30, "AES_CM_128_HMAC_SHA1_80"),
+                (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 28, "AEAD_AES_128_GCM"),
+                (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM, 44, "AEAD_AES_256_GCM"))
+    return [(pylibsrtp.Session(pylibsrtp.Policy(key=os.urandom(length), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                                srtp_profile=profile)), name)
+            for profile, length, name in profiles]
+
+
+def test_an_srtcp_receiver_report_without_blocks_is_told_apart_from_everything_the_relay_reads():
+    empty_rr = struct.pack("!BBHI", 0x80, rtp.RTCP_RR, 1, 0x5EED)
+    block = rtp.ReportBlock(0x11223344, 0, 0, 1000, 0, 0, 0)
+    sender_report = rtp.sender_report(0x5EED, 1 << 40, 4800, 10, 1000)
+    for session, name in srtcp_sessions():
+        assert rtp.srtcp_is_empty_report(session.protect_rtcp(empty_rr)), name
+        for kept in (empty_rr + rtp.pli(0x5EED, 7),  # a keyframe request after it (reduced-size or not)
+                     empty_rr + rtp.nack(0x5EED, 7, [3]),
+                     rtp.receiver_report(0x5EED, [block]),  # a report about a stream
+                     sender_report,
+                     rtp.pli(0x5EED, 7)):
+            assert not rtp.srtcp_is_empty_report(session.protect_rtcp(kept)), (name, kept)
