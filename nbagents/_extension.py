@@ -6,10 +6,11 @@ from typing import Any
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from nbagents import _cli_guard, _displays
+    from nbagents import _cell_output, _cli_guard, _displays
     from nbagents.magics import AgentMagics, await_agent_waits
 
     ipython.register_magics(AgentMagics)
+    _cell_output.install(ipython)  # the engine line, printed when the engine is up, lands in a running cell
     _displays.register(ipython)  # a Job, JobResult or AgentServer shown as output: nbagents.ui's views
     _cli_guard.install()  # `cli.run_app(server)` of pasted livekit-agents examples: no CLI in a kernel
     _start_job_processes()
@@ -27,9 +28,10 @@ def _start_job_processes() -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from nbagents import _cli_guard
+    from nbagents import _cell_output, _cli_guard
     from nbagents.magics import await_agent_waits
 
+    _cell_output.uninstall(ipython)
     _cli_guard.uninstall()
     while await_agent_waits in ipython.input_transformers_post:
         ipython.input_transformers_post.remove(await_agent_waits)

@@ -199,6 +199,28 @@ def test_unload_removes_magics_and_transformer(shell):
     assert "agent" in shell.magics_manager.magics["cell"]
 
 
+def test_a_line_from_the_engine_thread_between_cells_shows_in_the_next_cell(shell, capsys):
+    """The engine line comes from a background thread when the engine is up; between cells a kernel would attach it
+    to a finished cell, which headless runs never record, so it is held for the next cell."""
+    import threading
+
+    from nbagents.runtime import engine_session
+
+    ok(shell.run_cell("x = 1"))  # that cell has finished: no cell runs now
+    capsys.readouterr()
+    thread = threading.Thread(target=engine_session.print_line, args=("nbagents engine: held line", sys.stdout))
+    thread.start()
+    thread.join()
+    assert "held line" not in capsys.readouterr().out
+    ok(shell.run_cell("print('the next cell')"))
+    assert capsys.readouterr().out.splitlines() == ["nbagents engine: held line", "the next cell"]
+
+    ok(shell.run_cell("%unload_ext nbagents"))  # without the extension, lines are printed at once again
+    engine_session.print_line("nbagents engine: at once", sys.stdout)
+    assert capsys.readouterr().out == "nbagents engine: at once\n"
+    ok(shell.run_cell("%load_ext nbagents"))
+
+
 def test_quickstart_notebook_runs_in_a_real_kernel(tmp_path):
     """The documentation's example with %%agent, a simulated participant and %agent wait, executed headless."""
     import ast

@@ -27,13 +27,24 @@ import os
 import sys
 import threading
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 from nbagents.engines.base import Credentials
 
 __all__ = ["EngineSession", "shared_engine"]
 
 Listener = Callable[[Credentials | None, str | None], None]
+
+
+def print_now(line: str, stream: TextIO) -> None:
+    print(line, file=stream, flush=True)
+
+
+#: how the session's lines (the engine line, notices) are printed from its background thread; in a notebook,
+#: ``%load_ext nbagents`` replaces it so that a line that comes between cells shows in the next one
+#: (nbagents._cell_output)
+print_line: Callable[[str, TextIO], None] = print_now
+
 #: the environment select_engine() reads
 SELECTION_VARIABLES = ("NBAGENTS_ENGINE", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 
@@ -164,7 +175,7 @@ class EngineSession:
                 self._atexit = True
             # information, not an error: in a notebook it goes to stdout (stderr is shown as an error box);
             # on a command line it stays on stderr, beside the program's own output
-            print(self.description, file=sys.stdout if _in_kernel() else sys.stderr, flush=True)
+            print_line(self.description, sys.stdout if _in_kernel() else sys.stderr)
         except Exception as exc:
             engine = None
             error = f"the LiveKit engine could not be started: {type(exc).__name__}: {exc}"
@@ -213,7 +224,7 @@ class EngineSession:
 
     def _notice(self, line: str) -> None:
         self.notices.append(line)
-        print(line, file=sys.stderr, flush=True)
+        print_line(line, sys.stderr)
 
     def _settle(self, engine: Any, credentials: Credentials | None, error: str | None) -> None:
         with self._lock:

@@ -9,7 +9,8 @@ abort and exits, and its directory is removed before ``launch()`` raises.
 
 Rooms are created with ``departure_timeout`` (default 3 s, :data:`DEFAULT_DEPARTURE_TIMEOUT`): that many
 seconds after the last human leaves, the server closes the room, which ends the job — the livekit way,
-on every engine. Notebooks want a short one; production servers default to 20 s.
+on every engine. Notebooks want a short one; production servers default to 20 s. The kernel creates the
+room once the job's entrypoint has started, or the job does (:mod:`nbagents.runtime.rooms` says which).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from nbagents.runtime.engine_session import EngineSession, shared_engine
 from nbagents.runtime.job import Job
 from nbagents.runtime.pool import ProcessHandle, ProcessPool, shared_pool
 from nbagents.runtime.recorder import RecordingOptions
+from nbagents.runtime.rooms import create_in_background, creates_at_launch
 from nbagents.runtime.shipping import digest, ship
 from nbagents.runtime.tokens import mints_at_launch, token_at_launch
 
@@ -111,8 +113,7 @@ def launch(
         # the environment is part of what a prewarmed process ran with: a changed one needs a fresh prewarm
         prewarm_spec = (prewarm_blob, digest(prewarm_blob + _environ_bytes(environ)), environ)
 
-    job_id = assignment.job_id if assignment is not None else \
-        "AJ_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(12))
+    job_id = assignment.job_id if assignment is not None else _new_job_id()
     log_dir = Path(os.path.abspath(jobs_dir if jobs_dir is not None else JOBS_DIR)) / job_id
     engine = shared_engine()
     engine.start()
@@ -131,6 +132,7 @@ def launch(
     mint = credentials is not None and assignment is None
     # a warm process is told of its job first; the token (a quarter of a millisecond) follows
     token_follows = mint and handle is not None and mints_at_launch()
+    room_follows = assignment is None and creates_at_launch()  # the kernel creates the room (_JobLink._create_room)
     start = ipc.StartJob(
         job_id=job_id,
         room=room,
@@ -151,6 +153,7 @@ def launch(
         token=token_at_launch(credentials.api_key, credentials.api_secret, job_id, room, agent_name)
         if mint and not token_follows else None,
         token_follows=token_follows,
+        room_follows=room_follows,
     )
     if handle is not None:
         # a warm process: it sets the job up (environment, log, JobContext, monitors) while its token is minted
@@ -175,6 +178,19 @@ def launch(
     else:
         threading.Thread(target=_fork_and_begin, args=(job, pool, start, engine), name=f"nbagents-launch-{job_id}", daemon=True).start()
     return job
+
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def _new_job_id() -> str:
+    """``AJ_`` and 12 random letters or digits (one draw from the system's random source for all 12)."""
+    n = secrets.randbelow(len(_ID_ALPHABET) ** 12)
+    digits = []
+    for _ in range(12):
+        n, digit = divmod(n, len(_ID_ALPHABET))
+        digits.append(_ID_ALPHABET[digit])
+    return "AJ_" + "".join(digits)
 
 
 def _ship_code(entrypoint: Callable[..., Any], on_session_end: Callable[..., Any] | None) -> ipc.JobCode:
@@ -283,6 +299,7 @@ class _JobLink:
                  pool: ProcessPool) -> None:
         self.job, self.handle, self.start, self.engine, self.pool = job, handle, start, engine, pool
         self._refilled = False
+        self._credentials = start.credentials  # or those sent once the engine is ready
 
     def _refill(self) -> None:
         if not self._refilled:
@@ -303,9 +320,21 @@ class _JobLink:
     def _engine_ready(self, credentials: Credentials | None, error: str | None) -> None:
         if credentials is not None:
             self.job.engine_url = credentials.url
-            self.handle.channel.send(_to_message(credentials))
+            self._credentials = _to_message(credentials)
+            self.handle.channel.send(self._credentials)
         else:
             self.handle.channel.send(ipc.EngineFailed(error or "unknown error"))
+
+    def _create_room(self) -> None:
+        """The kernel creates the job's room (``StartJob.room_follows``) once the job's entrypoint has started
+        (as the job itself would: the request's work stays off the job's start); the job hears the outcome
+        (``RoomCreated``), and its room connects once the room exists."""
+        credentials = self._credentials
+        if not self.start.room_follows or credentials is None:
+            return
+        channel = self.handle.channel
+        create_in_background(credentials.url, credentials.api_key, credentials.api_secret, self.start.room,
+                             self.start.departure_timeout, lambda error: channel.send(ipc.RoomCreated(error)))
 
     def stop(self, reason: str) -> None:
         self.handle.channel.send(ipc.StopJob(reason))
@@ -325,6 +354,7 @@ class _JobLink:
             elif isinstance(message, ev.Event):
                 self.job._on_event(message)
                 if isinstance(message, ev.EntrypointStarted):
+                    self._create_room()
                     self._refill()
             elif isinstance(message, ipc.JobFinished):
                 self.job._on_finished_message(message)

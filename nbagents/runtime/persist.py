@@ -29,7 +29,7 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = False) -> None:
 
 
 class EventLog:
-    """Append-only JSON-lines log: each record is one ``write`` of a whole line on an O_APPEND fd.
+    """Append-only JSON-lines log: records are whole lines, each ``write`` on the O_APPEND fd holds whole lines.
 
     A process killed mid-run leaves every line it wrote complete (readers skip a torn last line).
     """
@@ -38,10 +38,11 @@ class EventLog:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, *records: dict[str, Any]) -> None:
+        """Append records (one line each) in a single write."""
         if self._fd < 0:
             return
-        os.write(self._fd, (json.dumps(record, default=repr) + "\n").encode())
+        os.write(self._fd, "".join(json.dumps(record, default=repr) + "\n" for record in records).encode())
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -21,7 +21,8 @@ import threading
 from concurrent.futures import Future
 
 from nbagents.runtime import ipc
-from nbagents.runtime.zygote import RECORD
+from nbagents.runtime.tokens import mints_at_launch
+from nbagents.runtime.zygote import KERNEL_SIGNS, RECORD
 
 __all__ = ["ProcessHandle", "ProcessPool", "shared_pool"]
 
@@ -105,7 +106,8 @@ class Zygote:
         with self._lock:
             self._pending.append(answer)
             try:
-                socket.send_fds(self._control, [RECORD.pack(b"F", 0, 0.0)], [child_end.fileno()])
+                flags = KERNEL_SIGNS if mints_at_launch() else 0  # see nbagents.runtime.rooms
+                socket.send_fds(self._control, [RECORD.pack(b"F", flags, 0.0)], [child_end.fileno()])
             except OSError as exc:
                 self._pending.remove(answer)
                 raise RuntimeError(f"the nbagents zygote process is gone ({exc}); restart the kernel") from exc

@@ -6,8 +6,9 @@ livekit-agents' job process builds them: :mod:`nbagents.runtime._agents`), so ``
 
 - the environment: the kernel's ``os.environ`` as it was at launch, then the engine's credentials
   (``LIVEKIT_URL``, ``LIVEKIT_API_KEY``, ``LIVEKIT_API_SECRET``, as livekit-agents exports them);
-- the room: a launched job creates it (with its ``departure_timeout``) and mints its agent token itself;
-  a dispatched job (``%agent serve``) joins with the server's token;
+- the room: a launched job's is created with its ``departure_timeout`` (by the kernel, or by the job itself:
+  :mod:`nbagents.runtime.rooms`) and its agent token minted (likewise by the kernel or the job); a
+  dispatched job (``%agent serve``) joins with the server's token;
 - the shutdown, in livekit-agents' order (the entrypoint's grace, the primary ``AgentSession`` closing, its
   ``on_session_end``, the room disconnecting, the shutdown callbacks), with each callback's outcome and
   JSON return value kept, and ``shutdown_process_timeout`` enforced from a thread on every ending path
@@ -30,12 +31,13 @@ import os
 import select
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from livekit import api, rtc
+from livekit import rtc
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models as models_pb
 
@@ -47,6 +49,7 @@ from nbagents.runtime.conversation import TRANSCRIPT_FILE, VoiceSession, transcr
 from nbagents.runtime.monitor import RoomMonitor, SessionMonitor
 from nbagents.runtime.persist import EventLog, jsonable, write_json_atomic
 from nbagents.runtime.recorder import AudioRecorder, RecordingOptions
+from nbagents.runtime.rooms import RoomNotCreated, create_room, describe_failure
 from nbagents.runtime.shipping import unship
 from nbagents.runtime.tokens import agent_identity, agent_token
 from nbagents.runtime.tracebacks import format_current_exception, format_exception, format_frames
@@ -65,6 +68,7 @@ EXTERNAL_STOP_GRACE_SECONDS = 1.0
 SESSION_CLOSE_TIMEOUT_SECONDS = 60.0  # livekit-agents' guard on the primary AgentSession's aclose()
 SESSION_END_TIMEOUT_SECONDS = 300.0  # livekit-agents' default session_end_timeout (on_session_end)
 DISCONNECT_TIMEOUT_SECONDS = 3.0
+FINAL_FLUSH_SECONDS = 1.0  # at least this long for the kernel to read the last events, even past the deadline
 NOT_CONNECTED_WARNING_SECONDS = 10.0  # as livekit-agents warns
 AUDIO_LOG_EVERY = 20  # one AudioStats of 20 (about one a second per track) goes to the on-disk log
 
@@ -78,8 +82,11 @@ REASON_SIGTERM = "SIGTERM"
 logger = logging.getLogger("nbagents.job")
 
 
-def process_main(sock_fd: int) -> int:
-    """Entry of a freshly forked job process: wait (idle) for a job, then run it."""
+def process_main(sock_fd: int, *, kernel_signs: bool = False) -> int:
+    """Entry of a freshly forked job process: wait (idle) for a job, then run it.
+
+    ``kernel_signs``: the kernel mints the job's token and creates its room (:mod:`nbagents.runtime.rooms`).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as livekit-agents' job processes: Ctrl-C is not for jobs
     channel = ipc.Channel(_socket_from_fd(sock_fd))
     job_waiting = _readable(channel, 0)  # queued before the fork: no time to warm up, run it now
@@ -87,7 +94,7 @@ def process_main(sock_fd: int) -> int:
     proc = current_process()
     warm = False
     if not job_waiting:
-        host.warm_up()  # nobody is waiting for this process yet: pay the one-off costs now
+        host.warm_up(sign=not kernel_signs)  # nobody is waiting for this process yet: pay the one-off costs now
         warm = True
     channel.send(ipc.ProcessReady(os.getpid(), None))  # the pool offers idle processes only from now on
     while True:
@@ -162,11 +169,14 @@ class _Host:
         self._runtime = runtime
         self._attached.set()
 
-    def warm_up(self) -> None:
+    def warm_up(self, *, sign: bool = True) -> None:
         """Start the livekit FFI (threads: only after the fork, never in the zygote) and rehearse a job.
 
         A forked process pays copy-on-write page faults the first time it touches the code and objects
-        of a job's start; touching them now keeps them off the launch path.
+        of a job's start; touching them now keeps them off the launch path. ``sign``: the job may sign
+        (its token, its room's creation), so the rehearsal signs a token too; when the kernel does both
+        (:mod:`nbagents.runtime.rooms`), the signing code's pages (PyJWT checks the secret with
+        cryptography's library) stay out of this process.
         """
         from livekit.rtc._ffi_client import FfiClient
 
@@ -177,7 +187,8 @@ class _Host:
             RoomMonitor(room, lambda event: None, lambda where, exc: None)
             SessionMonitor(lambda event: None, lambda where, exc: None)
             job = _job_proto("AJ_rehearsal", "rehearsal", metadata="", agent_name="")
-            token = agent_token("devkey", "rehearsal-secret-rehearsal-secret", "AJ_rehearsal", "rehearsal", "")
+            token = agent_token("devkey", "rehearsal-secret-rehearsal-secret", "AJ_rehearsal", "rehearsal", "") \
+                if sign else "rehearsal"
             ctx = _agents.new_job_context(proc=current_process(), job=job, url="ws://127.0.0.1:1", token=token,
                                           identity="agent-rehearsal", worker_id="rehearsal", room=room,
                                           on_connect=lambda: None, on_shutdown=lambda reason: None)
@@ -185,7 +196,11 @@ class _Host:
             ctx._tempdir.cleanup()  # the context's temporary directory (a real job's cleanup removes it)
             blob = _ship_for_rehearsal()
             await unship(blob)(None)
-            ev.StateChanged(state="running").to_json()
+            _apply_environment(dict(os.environ))  # a job makes the environment the kernel's: its objects
+            with tempfile.TemporaryDirectory(prefix="nbagents-rehearsal-") as directory:
+                log = EventLog(Path(directory) / "events.jsonl")
+                log.append(ev.StateChanged(state="running").to_json())
+                log.close()
             ipc.frame(ev.StateChanged(state="running"))
 
         self.loop.run_until_complete(rehearsal())
@@ -269,6 +284,8 @@ class JobRuntime:
     def __init__(self, host: _Host, start: ipc.StartJob, proc: Any, *, warm: bool) -> None:
         self.host = host
         self.channel = host.channel
+        # what the job sends the kernel: never waits for it (a busy kernel must not stall the job's event loop)
+        self.outbox = ipc.Outbox(self.channel, on_dropped=self._on_events_dropped)
         self.start = start
         self.proc = proc
         self.warm = warm
@@ -316,6 +333,8 @@ class JobRuntime:
         if self._credentials is not None:
             _export_credentials(self._credentials)
             self._credentials_future.set_result(None)
+        if self.start.room_follows and self.start.assignment is None:  # the kernel creates the room
+            self._room_created = self.loop.create_future()
         signal.signal(signal.SIGTERM, self._on_sigterm)
         if not self._code_pending:  # else once the code is in (_receive_code)
             self.host.attach(self)  # the channel reader and the watchdog thread (see _Host) start serving this job
@@ -349,17 +368,30 @@ class JobRuntime:
 
     # ---- events -----------------------------------------------------------------------------------
 
-    def emit(self, event: ev.Event) -> None:
-        """Append an event to the on-disk event log, then send it to the kernel (safe from any thread).
+    def emit(self, event: ev.Event, *more: ev.Event) -> None:
+        """Append events to the on-disk event log, then send them to the kernel (safe from any thread).
 
         Disk first: whatever the kernel has seen is on disk too, even if the process is killed right after.
+        Several events go in one write to each (one log write, one socket send).
         """
-        self._record(event)
-        if self.kernel_alive and not self.channel.send(event):
+        events = (event, *more)
+        records = [record for record in map(self._record, events) if record is not None]
+        if records:
+            with contextlib.suppress(OSError):
+                self.event_log.append(*records)
+        if self.kernel_alive and not self.outbox.send(*events):
             self.kernel_alive = False
 
-    def _record(self, event: ev.Event) -> None:
-        """The job's own record of an event: the transcript, the voice sessions, the on-disk event log."""
+    def _on_events_dropped(self, count: int) -> None:
+        """The kernel read nothing for so long that the outbox dropped ``count`` messages (they are on disk)."""
+        self.emit(ev.LogRecord(
+            level="WARNING", logger="nbagents",
+            message=f"{count} events were not sent to the notebook while it was not reading them; "
+                    f"the job's event log keeps them ({self.log_dir / 'events.jsonl'}; audio levels one in {AUDIO_LOG_EVERY})"))
+
+    def _record(self, event: ev.Event) -> dict[str, Any] | None:
+        """The job's own record of an event (the transcript, the voice sessions); what the on-disk event log
+        gets of it (None: nothing)."""
         if isinstance(event, ev.ConversationItemAdded):
             entry = ev.transcript_entry(event)
             if entry is not None:
@@ -371,13 +403,11 @@ class JobRuntime:
         if isinstance(event, ev.AudioStats):
             self._audio_count += 1
             if self._audio_count % AUDIO_LOG_EVERY:
-                return
+                return None
             record = event.to_json()
             record.pop("waveform", None)
-        else:
-            record = event.to_json()
-        with contextlib.suppress(OSError):
-            self.event_log.append(record)
+            return record
+        return event.to_json()
 
     def set_state(self, state: str, detail: str = "") -> None:
         self._state = state
@@ -394,6 +424,9 @@ class JobRuntime:
         assert self.loop is not None
         if message is None:
             self.kernel_alive = False
+            if self.start.room_follows:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: the job is over anyway
+                    self.loop.call_soon_threadsafe(self._room_settled, "the notebook kernel exited before the room was created")
             self._request_shutdown_threadsafe(REASON_KERNEL_GONE)
             return
         if isinstance(message, ipc.EngineCredentials):
@@ -402,8 +435,20 @@ class JobRuntime:
         elif isinstance(message, ipc.EngineFailed):
             self._engine_error = message.message
             self.loop.call_soon_threadsafe(_set_result, self._credentials_future, None)
+        elif isinstance(message, ipc.RoomCreated):
+            self.loop.call_soon_threadsafe(self._room_settled, message.error)
         elif isinstance(message, ipc.StopJob):
             self._request_shutdown_threadsafe(message.reason)
+
+    def _room_settled(self, error: str | None) -> None:
+        """The kernel's word on the room it creates for this job (``RoomCreated``)."""
+        created = self._room_created
+        if created is None or created.done():
+            return
+        if error is None:
+            created.set_result(None)
+        else:
+            created.set_exception(RoomNotCreated(error))
 
     def _receive_token(self) -> None:
         """Read the AgentToken that follows a StartJob with ``token_follows`` (on this thread, as the code)."""
@@ -446,7 +491,8 @@ class JobRuntime:
             job = _job_proto(start.job_id, start.room, metadata=start.metadata, agent_name=start.agent_name)
             identity = agent_identity(start.job_id)
             token = self._token or agent_token(key, secret, start.job_id, start.room, start.agent_name)
-            self._room_created = self.loop.create_future()  # started right after the entrypoint's task
+            if not start.room_follows:
+                self._room_created = self.loop.create_future()  # started right after the entrypoint's task
         self.url = url
         room = JobRoom(self)
         ctx = _agents.new_job_context(
@@ -458,20 +504,15 @@ class JobRuntime:
 
     def _start_room_creation(self) -> None:
         """CreateRoom with the job's departure_timeout, concurrently with the entrypoint (scheduled after its
-        task, so the entrypoint's first lines run first); the room's ``connect`` waits for it."""
+        task, so the entrypoint's first lines run first), unless the kernel creates it; the room's
+        ``connect`` waits for it."""
         created = self._room_created
-        if created is None:
+        if created is None or self.start.room_follows:
             return
         url, key, secret = self._credentials_tuple()
 
         async def create() -> None:
-            lkapi = api.LiveKitAPI(url=_http_url(url), api_key=key, api_secret=secret)
-            try:
-                await lkapi.room.create_room(
-                    api.CreateRoomRequest(name=self.start.room, departure_timeout=self.start.departure_timeout)
-                )
-            finally:
-                await lkapi.aclose()
+            await create_room(url, key, secret, self.start.room, self.start.departure_timeout)
 
         def done(task: asyncio.Task[None]) -> None:
             if created.done():
@@ -494,7 +535,7 @@ class JobRuntime:
         except Exception as exc:
             raise ConnectionError(
                 f"nbagents could not create the room {self.start.room!r} on the LiveKit server at {self.url}: "
-                f"{type(exc).__name__}: {exc}"
+                f"{describe_failure(exc)}"
             ) from exc
 
     def on_room_connected(self, url: str, started: float) -> None:
@@ -590,8 +631,9 @@ class JobRuntime:
                 with contextlib.suppress(Exception):
                     await _agents.deactivate(ctx)
                 deactivate()
-        self.set_state("running")
-        self.emit(ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
+        self._state = "running"
+        self.emit(ev.StateChanged(state="running"),
+                  ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
         entry_task = asyncio.ensure_future(entrypoint(ctx))
         entry_task.add_done_callback(self._on_entrypoint_done)
         self._start_room_creation()
@@ -784,12 +826,17 @@ class JobRuntime:
                     write_json_atomic(self.log_dir / TRANSCRIPT_FILE, transcript, durable=True)
             self._state = state
             self.emit(ev.StateChanged(state=state, detail=self.shutdown_reason or ""))
-            self.channel.send(
-                ipc.JobFinished(state=state, shutdown_reason=self.shutdown_reason or "", error=error, persisted=document["persisted"])
+            self.outbox.send(
+                ipc.JobFinished(state=state, shutdown_reason=self.shutdown_reason or "", error=error, persisted=document["persisted"]),
+                keep=True,
             )
             with contextlib.suppress(OSError):
                 self.event_log.close()
-            self.finished.set()
+            self.finished.set()  # the watchdog stops here: a finished job is never cut off while it flushes
+        # the process ends next: what the kernel has not read yet goes first (result.json has it all anyway); a
+        # killed job does not wait for a slow kernel beyond FINAL_FLUSH_SECONDS, a finished one until its deadline
+        wait = FINAL_FLUSH_SECONDS if state == "killed" else max(FINAL_FLUSH_SECONDS, (self.deadline or 0.0) - time.time())
+        self.outbox.flush(wait)
 
     def _result_document(self, state: str, error: str | None = None) -> dict[str, Any]:
         pending = [cb.name for cb in self._user_callbacks() if cb.name not in self.callback_outcomes]
@@ -811,7 +858,7 @@ class JobRuntime:
     def _beat(self) -> None:
         self._last_beat = time.monotonic()
         if self.kernel_alive:
-            self.channel.send(ipc.HEARTBEAT)  # the kernel's watchdog marks the job unresponsive when these stop
+            self.outbox.send(ipc.HEARTBEAT)  # the kernel's watchdog marks the job unresponsive when these stop
         assert self.loop is not None
         self.loop.call_later(HEARTBEAT_SECONDS, self._beat)
 
@@ -857,10 +904,6 @@ class JobRuntime:
     def _credentials_tuple(self) -> tuple[str, str, str]:
         assert self._credentials is not None
         return self._credentials.url, self._credentials.api_key, self._credentials.api_secret
-
-
-def _http_url(url: str) -> str:
-    return url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
 
 
 def _recorder(start: ipc.StartJob, runtime: JobRuntime) -> AudioRecorder | None:

@@ -6,7 +6,8 @@ It never starts the livekit FFI (whose threads would not survive a fork); each c
 Protocol on its control socket (kernel -> zygote, fixed-size records):
 
 - ``F`` with a job socket attached (SCM_RIGHTS): fork; the child runs ``worker.process_main`` on that
-  socket; the zygote answers ``("forked", pid)``.
+  socket; the zygote answers ``("forked", pid)``. The pid field carries flags: :data:`KERNEL_SIGNS`, the
+  kernel mints the job's token and creates its room (an idle child's rehearsal then signs nothing).
 - ``T`` + pid (4 bytes) + seconds (8-byte float): that child now runs a job whose
   ``shutdown_process_timeout`` is ``seconds``.
 
@@ -34,7 +35,8 @@ import time
 
 from nbagents import _lifeline
 
-RECORD = struct.Struct("<cId")  # opcode, pid, seconds: 13 bytes; "F" records carry the pid and seconds as 0
+RECORD = struct.Struct("<cId")  # opcode, pid, seconds: 13 bytes; "F" records carry flags and 0.0 instead
+KERNEL_SIGNS = 1  # an "F" record's flag
 KILL_GRACE_SECONDS = 1.5  # past a job's own deadline (it writes its result and exits in that time)
 IDLE_GRACE_SECONDS = 2.0  # an idle process exits at once when its channel closes
 
@@ -149,7 +151,8 @@ def main(control_fd: int, kernel_pid: int) -> int:
             if pid in children:
                 children[pid] = seconds
             continue
-        _recv_exact(control, RECORD.size - 1)  # the rest of an "F" record
+        rest = _recv_exact(control, RECORD.size - 1)  # the rest of an "F" record
+        flags = RECORD.unpack(data + rest)[1] if rest is not None else 0
         for fd in fds:
             if warm_up_pending and not select.select([fd], [], [], 0)[0]:
                 warm_up()  # an idle process for the pool (no job queued on its socket): it gets the warm-up too
@@ -166,7 +169,7 @@ def main(control_fd: int, kernel_pid: int) -> int:
                 _lifeline.die_with_parent(me)
                 code = 1
                 try:
-                    code = worker.process_main(fd)
+                    code = worker.process_main(fd, kernel_signs=bool(flags & KERNEL_SIGNS))
                 finally:
                     os._exit(code)
             os.close(fd)

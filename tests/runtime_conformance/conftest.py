@@ -75,10 +75,18 @@ class Person:
         self.received.append((packet.topic, bytes(packet.data).decode()))
 
     def _on_text_stream(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        # kept in the order the streams opened: two sessions' transcriptions can overlap, and which one ends
+        # first is a race on both frameworks
+        opened = (reader.info.topic, None)  # its place, until its text is in
+        self.received.append(opened)
+
         async def read() -> None:
             text = await reader.read_all()
+            at = next(i for i, item in enumerate(self.received) if item is opened)
             if text.strip():
-                self.received.append((reader.info.topic, text))
+                self.received[at] = (reader.info.topic, text)
+            else:  # an empty stream says nothing
+                del self.received[at]
 
         asyncio.ensure_future(read())
 

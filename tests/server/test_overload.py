@@ -110,7 +110,7 @@ async def test_every_job_ends_with_its_room_under_load(embedded) -> None:
     assert len(unjoined) < ROOMS, "no caller got in: nothing was tested"
     ended_with_room = [(job.room, result) for job, result in zip(jobs, results) if job.room not in never_joined]
     assert all(r.state == "succeeded" for _, r in ended_with_room), [
-        (room, r.state, r.shutdown_reason) for room, r in ended_with_room if r.state != "succeeded"]
+        (room, r.state, r.shutdown_reason, r.error, r.log_dir) for room, r in ended_with_room if r.state != "succeeded"]
     async with api.LiveKitAPI(http, embedded.api_key, embedded.api_secret) as client:
         left = (await client.room.list_rooms(api.ListRoomsRequest(names=rooms))).rooms
         with_agents = [room.name for room in left if any(
