@@ -86,6 +86,7 @@ class SimulatedParticipant:
         self.attributes = dict(attributes)
         self.received: list[ReceivedData] = []
         self.heard: list[HeardSpeech] = []
+        self.unrecognised: list[HeardSpeech] = []  # utterances heard that the recogniser could not make out (text "")
         self.listening = False
         self.last_said: dict[str, Any] | None = None
         self._speech_arrived = asyncio.Event()
@@ -231,7 +232,8 @@ class SimulatedParticipant:
 
         Utterances are returned once each, in order; those that ended before this participant's latest
         ``say`` began are skipped (they stay in ``heard``). Needs ``join(..., listen=True)``; raises
-        ``TimeoutError`` when nothing is heard within ``timeout`` seconds.
+        ``TimeoutError`` when nothing is heard within ``timeout`` seconds (saying how many utterances it
+        heard meanwhile that the recogniser could not make out: they are in ``unrecognised``, without text).
         """
         if not self.listening:
             raise SimError(
@@ -251,11 +253,22 @@ class SimulatedParticipant:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 whom = f" from {sender!r}" if sender is not None else ""
-                raise TimeoutError(f"{self.identity!r} heard no speech{whom} within {timeout:g} s")
+                raise TimeoutError(f"{self.identity!r} heard no speech{whom} within {timeout:g} s{self._unrecognised_since(deadline - timeout)}")
             try:
                 await asyncio.wait_for(self._speech_arrived.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+
+    def _unrecognised_since(self, since: float) -> str:
+        """What a TimeoutError adds about utterances heard meanwhile that the recogniser could not make out."""
+        started = time.time() - (time.monotonic() - since)
+        missed = [u for u in self.unrecognised if u.received_at >= started]
+        if not missed:
+            return ""
+        lengths = ", ".join(f"{u.ended_at - u.started_at:.1f} s from {u.sender!r}" for u in missed[-5:]
+                            if u.started_at is not None and u.ended_at is not None)
+        return (f"; it heard {len(missed)} utterance(s) it could not make out ({lengths}): the audio was not one of its "
+                "phrases, or it arrived broken up (a starved machine delivers audio with gaps)")
 
     async def play_wav(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Speak a 16-bit PCM WAV file (any rate, mono or stereo) on the microphone track at real-time pace.
@@ -376,6 +389,10 @@ class SimulatedParticipant:
                 HeardSpeech(message["text"], message.get("sender") or "", message.get("started_at"), message.get("ended_at"), time.time())
             )
             self._speech_arrived.set()
+        elif event == "unrecognised":
+            self.unrecognised.append(
+                HeardSpeech("", message.get("sender") or "", message.get("started_at"), message.get("ended_at"), time.time())
+            )
         elif event == "connected" and self._connected is not None and not self._connected.done():
             self._connected.set_result(message)
         elif event == "connect_failed" and self._connected is not None and not self._connected.done():

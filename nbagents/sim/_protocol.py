@@ -6,7 +6,7 @@ stream). Binary payloads travel base64-encoded.
 
 - kernel -> child: ``{"id": 1, "op": "play_tone", "args": {...}}``
 - child -> kernel: ``{"id": 1, "ok": true, "result": ...}`` or ``{"id": 1, "ok": false, "error": "..."}``
-- child -> kernel: ``{"event": "connected" | "connect_failed" | "data" | "speech" | "disconnected", ...}``
+- child -> kernel: ``{"event": "connected" | "connect_failed" | "data" | "speech" | "unrecognised" | "disconnected", ...}``
 """
 
 from __future__ import annotations

@@ -143,10 +143,10 @@ class Ear:
                 tail = b"".join(bytes(out.data) for out in resampler.flush()) if resampler is not None else b""
                 await loop.run_in_executor(executor, recognizer.feed, tail)
                 text = await loop.run_in_executor(executor, recognizer.finish)
-                if text:
-                    self._report(
-                        {"event": "speech", "text": text, "sender": sender, "started_at": onset, "ended_at": last_sound}
-                    )
+                # an utterance the recogniser could not make out is reported too (without text): a caller that
+                # waits for speech can then say what it did hear
+                self._report({"event": "speech" if text else "unrecognised", "text": text, "sender": sender,
+                              "started_at": onset, "ended_at": last_sound})
                 onset, resampler = None, None
         finally:
             await audio.aclose()

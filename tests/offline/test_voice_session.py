@@ -21,6 +21,7 @@ from nbagents import launch, sim
 from nbagents.offline import word_error_rate
 
 AGENT = Path(__file__).parent / "agents" / "order_desk.py"
+UNLOADED_WORKER = Path(__file__).parents[1] / "unloaded_worker.py"  # see there
 # The caller hears the closest of these (strict): the checks below tell which answer the agent gave, and a busy
 # machine roughens the audio a participant receives (at load 6, "is being packed" was once heard as "is the packed").
 HEARD_PHRASES = [
@@ -68,7 +69,10 @@ async def test_caller_and_offline_agent_talk_through_a_tool_call_in_an_nbagents_
     room = f"voice-{uuid.uuid4().hex[:8]}"
     job = launch(agent.entrypoint, room=room, prewarm=agent.prewarm, shutdown_process_timeout=20, jobs_dir=tmp_path)
     async with sim.join(room, "caller", phrases=HEARD_PHRASES, strict=True) as caller:
-        turns = await talk(caller)
+        try:
+            turns = await talk(caller)
+        except (AssertionError, TimeoutError) as exc:
+            raise AssertionError(f"{exc}\nthe job ({job.state}), its last log lines:\n" + "\n".join(f"{r.level} {r.logger}: {r.message}" for r in list(job.logs)[-40:])) from exc
     result = await asyncio.wait_for(job.wait(), 120)  # the room closes once the caller has left
     assert result.state == "succeeded", (result.error, list(job.logs)[-20:])
 
@@ -132,7 +136,8 @@ async def test_caller_and_offline_agent_talk_through_a_tool_call_under_a_livekit
         PYTHONUNBUFFERED="1",
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(AGENT), "dev", "--no-reload",  # start mode declines jobs on a busy machine (CPU load >= 0.7)
+        # the agent's script as is; its worker reports no load, or a busy machine would keep its job from it
+        sys.executable, str(UNLOADED_WORKER), str(AGENT), "dev", "--no-reload",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
     )
     lines: list[str] = []
@@ -149,7 +154,10 @@ async def test_caller_and_offline_agent_talk_through_a_tool_call_under_a_livekit
         credentials = (lk_server.url, lk_server.api_key, lk_server.api_secret)
         room = f"voice-{uuid.uuid4().hex[:8]}"
         async with sim.join(room, "caller", phrases=HEARD_PHRASES, strict=True, credentials=credentials) as caller:
-            await talk(caller)
+            try:
+                await talk(caller)
+            except (AssertionError, TimeoutError) as exc:
+                raise AssertionError(f"{exc}\nthe worker's last lines:\n" + "\n".join(lines[-40:])) from exc
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
