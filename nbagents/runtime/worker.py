@@ -316,6 +316,11 @@ class JobRuntime:
         self._last_beat = time.monotonic()
         self._audio_count = 0
         self._state = "starting"
+        # the entrypoint has started and the kernel is not told yet (see _main); _start_lock guards it
+        self._start_events: tuple[ev.Event, ...] | None = None
+        self._start_held_at = 0.0
+        self._beating = False
+        self._start_lock = threading.Lock()
         self.transcript: list[dict[str, Any]] = []
         self.voice_sessions: dict[int, VoiceSession] = {}  # for transcript.json
 
@@ -338,7 +343,6 @@ class JobRuntime:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         if not self._code_pending:  # else once the code is in (_receive_code)
             self.host.attach(self)  # the channel reader and the watchdog thread (see _Host) start serving this job
-        self.loop.call_soon(self._beat)
         try:
             self.loop.run_until_complete(self._main())
         except BaseException:
@@ -372,9 +376,21 @@ class JobRuntime:
         """Append events to the on-disk event log, then send them to the kernel (safe from any thread).
 
         Disk first: whatever the kernel has seen is on disk too, even if the process is killed right after.
-        Several events go in one write to each (one log write, one socket send).
+        Several events go in one write to each (one log write, one socket send). The entrypoint's start
+        (``_announce_start``) always goes before anything the entrypoint itself makes the job emit.
         """
-        events = (event, *more)
+        if self._start_events is not None:
+            self._announce_start()
+        self._emit_now((event, *more))
+
+    def _announce_start(self) -> None:
+        """Emit the entrypoint's start (state ``running``, ``EntrypointStarted``) if it is still held (any thread)."""
+        with self._start_lock:
+            events, self._start_events = self._start_events, None
+        if events is not None:
+            self._emit_now(events)
+
+    def _emit_now(self, events: tuple[ev.Event, ...]) -> None:
         records = [record for record in map(self._record, events) if record is not None]
         if records:
             with contextlib.suppress(OSError):
@@ -601,6 +617,8 @@ class JobRuntime:
             self._receive_token()
         if not self._code_pending and self._code is None:
             return  # aborted before anything was set up: nothing to undo
+        if not self._credentials_future.done():
+            self._beat()  # the kernel hears the job is alive while it waits
         await self._credentials_future  # only waits when the engine was still starting at launch
         if self._engine_error is not None:
             self._fail_before_start("engine", f"no LiveKit server for this job: {self._engine_error}")
@@ -632,9 +650,16 @@ class JobRuntime:
                     await _agents.deactivate(ctx)
                 deactivate()
         self._state = "running"
-        self.emit(ev.StateChanged(state="running"),
-                  ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
+        # The entrypoint's first step runs first and the kernel hears of its start right after it (a few hundred
+        # microseconds sooner for the entrypoint); anything the job emits meanwhile goes after the start, and the
+        # watchdog thread tells the kernel if that first step blocks the loop (_watchdog).
+        self._start_held_at = time.monotonic()
+        self._start_events = (ev.StateChanged(state="running"),
+                              ev.EntrypointStarted(pid=os.getpid(), warm=self.warm, perf_counter=time.perf_counter()))
         entry_task = asyncio.ensure_future(entrypoint(ctx))
+        self.loop.call_soon(self._announce_start)
+        if not self._beating:
+            self.loop.call_soon(self._beat)
         entry_task.add_done_callback(self._on_entrypoint_done)
         self._start_room_creation()
         # off the launch path: the first result.json says the job started (and who it is)
@@ -856,6 +881,8 @@ class JobRuntime:
         }
 
     def _beat(self) -> None:
+        """The heartbeat, every HEARTBEAT_SECONDS from the event loop, from when the job waits or its entrypoint runs."""
+        self._beating = True
         self._last_beat = time.monotonic()
         if self.kernel_alive:
             self.outbox.send(ipc.HEARTBEAT)  # the kernel's watchdog marks the job unresponsive when these stop
@@ -871,6 +898,8 @@ class JobRuntime:
         blocked_reported = False
         stop_seen_blocked_at: float | None = None
         while not self.finished.wait(0.05):
+            if self._start_events is not None and time.monotonic() - self._start_held_at > HEARTBEAT_SECONDS:
+                self._announce_start()  # the entrypoint's first step holds the loop: the kernel still hears it started
             blocked = time.monotonic() - self._last_beat
             if blocked > UNRESPONSIVE_AFTER_SECONDS and not blocked_reported:
                 blocked_reported = True

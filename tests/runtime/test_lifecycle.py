@@ -128,3 +128,42 @@ async def test_an_exception_in_a_room_event_handler_is_reported_and_the_job_keep
         assert job.state == "running"
         result = await job.stop()
     assert result.state == "succeeded"
+
+
+async def speak_and_end_in_the_first_step(ctx: JobContext) -> None:
+    print("first line")  # before any await: the job emits it while the kernel may not know the job runs yet
+    ctx.shutdown(reason="at once")
+
+
+async def test_the_kernel_hears_the_start_before_anything_the_first_step_emits(server, room_name) -> None:
+    """The entrypoint's first step runs before the job tells the kernel it started; what that step makes the job
+    emit (a print, the shutdown) still follows the start, in the job's event log as in the kernel."""
+    job = launch(speak_and_end_in_the_first_step, room=room_name)
+    result = await asyncio.wait_for(job.wait(), WAIT)
+    assert result.state == "succeeded" and result.shutdown_reason == "at once"
+    order = [type(e).__name__ + (f":{e.state}" if isinstance(e, ev.StateChanged) else "")
+             for e in job.events if isinstance(e, (ev.StateChanged, ev.EntrypointStarted, ev.LogRecord))
+             and (not isinstance(e, ev.LogRecord) or e.message == "first line")]
+    assert order[:4] == ["StateChanged:running", "EntrypointStarted", "LogRecord", "StateChanged:shutting_down"], order
+    on_disk = [line for line in (job.log_dir / "events.jsonl").read_text().splitlines()
+               if '"running"' in line or "first line" in line]
+    assert '"running"' in on_disk[0] and "first line" in on_disk[1], on_disk
+
+
+async def test_a_first_step_that_blocks_the_loop_is_still_seen_running(server, room_name, tmp_path) -> None:
+    """The job's watchdog thread tells the kernel the entrypoint started when its first step holds the loop."""
+    release = tmp_path / "release"
+
+    async def block_the_first_step(ctx: JobContext) -> None:
+        import time
+
+        while not release.exists():  # the loop is held before the entrypoint's first await
+            time.sleep(0.01)
+        ctx.shutdown(reason="released")
+
+    job = launch(block_the_first_step, room=room_name)
+    await wait_until(lambda: job.entrypoint_started is not None, what="the entrypoint's start, while it blocks")
+    assert job.state == "running"
+    release.touch()
+    result = await asyncio.wait_for(job.wait(), WAIT)
+    assert result.state == "succeeded" and result.shutdown_reason == "released"
