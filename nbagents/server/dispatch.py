@@ -339,13 +339,15 @@ async def agent_worker(request: web.Request) -> web.StreamResponse:
         return ws
     worker = WorkerSession(ws, register, claims.api_key)
     dispatcher = state.agents
-    await worker.send(proto.ServerMessage(register=proto.RegisterWorkerResponse(
-        worker_id=worker.id, server_info=_server_info())))
-    if register.type != proto.JobType.JT_ROOM:
-        log.warning("worker %s registered for %s jobs; this server dispatches room jobs (JT_ROOM) only",
-                    worker.id, proto.JobType.Name(register.type))
+    # known to dispatch before it hears it is registered: a dispatch created once it has its answer is offered
+    # to it (livekit-server may miss that one: docs/engine-differences.md). The answer is written first.
     dispatcher.add_worker(worker)
     try:
+        await worker.send(proto.ServerMessage(register=proto.RegisterWorkerResponse(
+            worker_id=worker.id, server_info=_server_info())))
+        if register.type != proto.JobType.JT_ROOM:
+            log.warning("worker %s registered for %s jobs; this server dispatches room jobs (JT_ROOM) only",
+                        worker.id, proto.JobType.Name(register.type))
         async for message in ws:
             if message.type != WSMsgType.BINARY:
                 continue

@@ -122,3 +122,33 @@ async def registered_worker(server: Any, agent_name: str = "") -> AsyncIterator[
         yield worker
     finally:
         await worker.close()
+
+
+#: how long a dispatch on livekit-server may go without a job request before it is created again (see below)
+DISPATCH_RETRY_AFTER = 5.0
+
+
+async def dispatch_to(lk_api: Any, server: Any, worker: RawWorker, request: Any) -> tuple[Any, proto.Job]:
+    """CreateDispatch ``request`` and the job request ``worker`` gets for it: (the dispatch, its job).
+
+    livekit-server offers a dispatch to the agent names of a cache its agent client refreshes asynchronously
+    after a worker registers (pkg/agent: the cache is dropped when a "worker registered" message arrives),
+    and decides once: a dispatch created in the moment after a worker with a new agent name registered can
+    find no worker ("not dispatching agent job since no worker is available") and is never offered. So on
+    livekit-server a dispatch that brought no job request within DISPATCH_RETRY_AFTER seconds is deleted and
+    created again, up to three times; on the embedded server the first one must be offered.
+    """
+    tries = 3 if server.engine == "livekit-server" else 1
+    for attempt in range(1, tries + 1):
+        mark = len(worker.received)
+        dispatch = await lk_api.agent_dispatch.create_dispatch(request)
+        try:
+            job = await worker.job_request(request.room, after=mark,
+                                           timeout=DISPATCH_RETRY_AFTER if attempt < tries else TIMEOUT)
+        except AssertionError:
+            if attempt == tries:
+                raise
+            await lk_api.agent_dispatch.delete_dispatch(dispatch.id, request.room)
+            continue
+        return dispatch, job
+    raise AssertionError("unreachable")

@@ -15,7 +15,7 @@ import pytest
 from livekit import api, rtc
 from livekit.protocol import agent as proto
 
-from .agent_worker import registered_worker, worker_token
+from .agent_worker import dispatch_to, registered_worker, worker_token
 from .helpers import TIMEOUT, make_token, unique_room, wait_until
 
 
@@ -83,12 +83,10 @@ async def test_create_list_delete_dispatch(lk_api, lk_server, participants):
     name = unique_agent("explicit")
     async with registered_worker(lk_server, name) as worker:
         await participants(room, "alice")
-        dispatch = await lk_api.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(agent_name=name, room=room, metadata="from the API"))
+        dispatch, job = await dispatch_to(lk_api, lk_server, worker,
+                                          api.CreateAgentDispatchRequest(agent_name=name, room=room, metadata="from the API"))
         assert dispatch.id and dispatch.agent_name == name and dispatch.room == room
         assert dispatch.metadata == "from the API"
-
-        job = await worker.job_request(room)
         assert job.agent_name == name and job.metadata == "from the API" and job.dispatch_id == dispatch.id
         await worker.accept(job)
 
@@ -116,8 +114,7 @@ async def test_named_agents_are_not_dispatched_automatically(lk_api, lk_server, 
         await participants(room, "alice")
         # an explicit dispatch for another room is the marker that the server has handled this room's join
         other = unique_room("marker")
-        await lk_api.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name=name, room=other))
-        await named.job_request(other)
+        await dispatch_to(lk_api, lk_server, named, api.CreateAgentDispatchRequest(agent_name=name, room=other))
         assert not [a for a in named.of_kind("availability") if a.job.room.name == room]
 
 
@@ -125,8 +122,7 @@ async def test_create_dispatch_creates_a_missing_room(lk_api, lk_server):
     room = unique_room("missing")
     name = unique_agent("creator")
     async with registered_worker(lk_server, name) as worker:
-        await lk_api.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name=name, room=room))
-        await worker.job_request(room)
+        await dispatch_to(lk_api, lk_server, worker, api.CreateAgentDispatchRequest(agent_name=name, room=room))
         rooms = await lk_api.room.list_rooms(api.ListRoomsRequest(names=[room]))
         assert [r.name for r in rooms.rooms] == [room]
 
@@ -206,8 +202,7 @@ async def test_a_dispatch_lists_its_jobs(lk_api, lk_server, participants):
     name = unique_agent("jobs")
     async with registered_worker(lk_server, name) as worker:
         await participants(room, "alice")
-        dispatch = await lk_api.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name=name, room=room))
-        job = await worker.job_request(room)
+        dispatch, job = await dispatch_to(lk_api, lk_server, worker, api.CreateAgentDispatchRequest(agent_name=name, room=room))
         await worker.accept(job, identity="lister")
 
         async def listed_job() -> bool:
