@@ -144,7 +144,8 @@ class AgentMagics(Magics):
         if not inspect.iscoroutinefunction(entrypoint):
             raise UsageError(
                 f"%%agent: {name!r} must be an async function (`async def {name}(ctx): ...`); "
-                f"it is {type(entrypoint).__name__}. Nothing was launched."
+                f"it is {'a plain function (def, not async def)' if inspect.isfunction(entrypoint) else 'a ' + type(entrypoint).__name__}. "
+                "Nothing was launched."
             )
         registration = registration or {}
         prewarm = registration.get("prewarm")

@@ -320,6 +320,7 @@ class JobRuntime:
         self._start_events: tuple[ev.Event, ...] | None = None
         self._start_held_at = 0.0
         self._beating = False
+        self._requested_reason: str | None = None  # a stop asked from outside the loop (signal, kernel)
         self._start_lock = threading.Lock()
         self.transcript: list[dict[str, Any]] = []
         self.voice_sessions: dict[int, VoiceSession] = {}  # for transcript.json
@@ -489,6 +490,7 @@ class JobRuntime:
 
     def _request_shutdown_threadsafe(self, reason: str) -> None:
         assert self.loop is not None
+        self._requested_reason = self._requested_reason or reason  # kept if the loop never gets to it (_cut_off)
         self._arm_deadline()
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.request_shutdown, reason)
@@ -918,6 +920,8 @@ class JobRuntime:
                 self._cut_off(f"shutdown_process_timeout ({self.start.shutdown_process_timeout:g} s) exceeded")
 
     def _cut_off(self, why: str) -> None:
+        if self.shutdown_reason is None:  # a blocked loop never took the stop request: its reason is the job's
+            self.shutdown_reason = self._requested_reason
         for cb in self._user_callbacks():
             if cb.name in self.callback_outcomes:
                 continue

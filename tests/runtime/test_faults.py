@@ -55,6 +55,7 @@ async def test_blocked_event_loop_is_reported_and_killed_on_stop(server, room_na
     result = await asyncio.wait_for(job.stop(reason="it hangs"), WAIT)
     assert result.state == "killed"
     assert "event loop was blocked" in result.error
+    assert result.shutdown_reason == "it hangs"  # the loop never took the request; its reason is still the job's
 
 
 async def slow_and_fast_hooks(ctx: JobContext) -> None:
