@@ -268,7 +268,8 @@ class JobTable(list):
             return "no jobs yet: launch one with a %%agent cell or nbagents.launch(entrypoint, room=...)"
         rows = [("ID", "ROOM", "STATE", "ELAPSED", "PID")]
         for job in self:
-            rows.append((job.id, job.room, job.state, f"{job.elapsed:.1f} s", str(job.pid or "-")))
+            state = f"{job.state} (unresponsive)" if job.unresponsive and not job.done else job.state
+            rows.append((job.id, job.room, state, f"{job.elapsed:.1f} s", str(job.pid or "-")))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 

@@ -52,6 +52,9 @@ async def test_blocked_event_loop_is_reported_and_killed_on_stop(server, room_na
     job = launch(block_the_loop, room=room_name, shutdown_process_timeout=30)
     await wait_until(lambda: job.unresponsive, what="the job to be reported unresponsive")
     assert any(isinstance(e, ev.LoopHealth) and not e.responsive for e in job.events)
+    from nbagents.magics import JobTable
+
+    assert f"{job.id}  {room_name}  running (unresponsive)" in repr(JobTable([job]))  # what %agent list shows
     result = await asyncio.wait_for(job.stop(reason="it hangs"), WAIT)
     assert result.state == "killed"
     assert "event loop was blocked" in result.error
