@@ -310,6 +310,10 @@ def run_both(server, lk_worker, report_dir, request) -> Callable[[str, Script], 
             except BaseException:
                 if framework == "livekit-agents":
                     print(f"livekit-agents worker output:\n{lk_worker.tail()}")
+                elif one.job is not None:
+                    records = "\n".join(f"{r.level} {r.logger}: {r.message}" for r in list(one.job.logs)[-40:])
+                    states = [getattr(e, "state", None) for e in one.job.events if type(e).__name__ == "StateChanged"]
+                    print(f"nbagents job {one.job.id} ({one.job.state}; states {states}), its last log records:\n{records}")
                 raise
             finally:
                 await one.close()
