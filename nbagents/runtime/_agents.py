@@ -68,7 +68,7 @@ def new_job_context(
     proc: Any,
     job: Any,
     url: str,
-    token: str,
+    token: str | Callable[[], str],
     identity: str,
     worker_id: str,
     room: Any,
@@ -82,17 +82,21 @@ def new_job_context(
     entrypoint runs, as livekit-agents does, so ``ctx.room.name`` is known at once (``rtc.Room`` has no
     public setter). If a release renames these, building the context raises and no job starts (the
     internals test says which name moved).
+
+    ``token``: the agent's token, or a function that signs it, called the first time anything reads
+    ``RunningJobInfo.token`` (``ctx.connect()``, ``ctx.token_claims()``): signing is then off the path from
+    launch to the entrypoint's first line.
     """
     from livekit.agents.job import JobAcceptArguments, JobContext, RunningJobInfo
 
-    info = RunningJobInfo(
+    fields = dict(
         accept_arguments=JobAcceptArguments(name="", identity=identity, metadata=""),
         job=job,
         url=url,
-        token=token,
         worker_id=worker_id,
         fake_job=False,
     )
+    info = _job_info_signing_on_read()(sign=token, **fields) if callable(token) else RunningJobInfo(token=token, **fields)
     room._info.name = job.room.name
     return JobContext(
         proc=proc,
@@ -102,6 +106,35 @@ def new_job_context(
         on_shutdown=on_shutdown,
         inference_executor=_NoInferenceExecutor(),
     )
+
+
+@functools.cache
+def _job_info_signing_on_read() -> type:
+    """A ``RunningJobInfo`` whose ``token`` is signed the first time it is read (made once per process).
+
+    Internal: ``RunningJobInfo`` is a plain dataclass whose ``__init__`` assigns ``self.token``; the subclass
+    turns that field into a property. If it becomes frozen or slotted, building a context raises (the
+    internals test says so) and nbagents must sign before building it again.
+    """
+    from livekit.agents.job import RunningJobInfo
+
+    class RunningJobInfoSigningOnRead(RunningJobInfo):
+        def __init__(self, *, sign: Callable[[], str], **fields: Any) -> None:
+            self._sign = sign
+            self._token: str | None = None
+            super().__init__(token=None, **fields)  # type: ignore[arg-type]
+
+        @property  # type: ignore[override]
+        def token(self) -> str:
+            if self._token is None:
+                self._token = self._sign()
+            return self._token
+
+        @token.setter
+        def token(self, value: str | None) -> None:
+            self._token = value
+
+    return RunningJobInfoSigningOnRead
 
 
 class _NoInferenceExecutor:

@@ -69,14 +69,17 @@ def participant_info(participant: rtc.Participant, *, local: bool = False) -> ev
 
 
 class RoomMonitor:
-    """Registers on ``room`` and emits participant, track, data and audio events."""
+    """Registers on ``room`` and emits participant, track, data and audio events.
+
+    ``recorder`` (may be set after construction, before the room connects) gets the audio of the tracks.
+    """
 
     def __init__(self, room: rtc.Room, emit: Emit, report_exception: Callable[[str, BaseException], None],
                  *, recorder: AudioRecorder | None = None) -> None:
         self._room = room
         self._emit = emit
         self._report = report_exception
-        self._recorder = recorder
+        self.recorder = recorder
         self._audio_tasks: dict[str, asyncio.Task[None]] = {}
         self._local_audio_tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False  # the room is closing: the SDK's complaints about it are expected
@@ -142,9 +145,9 @@ class RoomMonitor:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        if self._recorder is not None:
+        if self.recorder is not None:
             try:
-                self._recorder.close()
+                self.recorder.close()
             except Exception as exc:
                 self._report("closing the recordings", exc)
 
@@ -194,7 +197,7 @@ class RoomMonitor:
 
     def _on_local_track_published(self, publication: rtc.LocalTrackPublication, track: rtc.Track) -> None:
         self._track("local_published", self._room.local_participant, publication)
-        recorder = self._recorder
+        recorder = self.recorder
         if track.kind == rtc.TrackKind.KIND_AUDIO and recorder is not None and recorder.wants("published"):
             sid = publication.sid
             if sid not in self._local_audio_tasks:
@@ -208,14 +211,14 @@ class RoomMonitor:
 
     async def _record_published(self, track: rtc.Track, track_sid: str, identity: str) -> None:
         """The agent's own published audio, read back from its local track, into the recorder."""
-        assert self._recorder is not None
+        assert self.recorder is not None
         stream = rtc.AudioStream(track)
         try:
             async for event in stream:
                 frame = event.frame
-                self._recorder.write(track_sid, identity, "published", frame.data, frame.sample_rate, frame.num_channels)
+                self.recorder.write(track_sid, identity, "published", frame.data, frame.sample_rate, frame.num_channels)
         finally:
-            self._recorder.finish(track_sid)
+            self.recorder.finish(track_sid)
             with contextlib.suppress(Exception):
                 await stream.aclose()
 
@@ -266,8 +269,8 @@ class RoomMonitor:
                 frame = event.frame
                 frames += 1
                 window.append(np.frombuffer(frame.data, dtype=np.int16))
-                if self._recorder is not None:
-                    self._recorder.write(track_sid, identity, "received", frame.data, frame.sample_rate, frame.num_channels)
+                if self.recorder is not None:
+                    self.recorder.write(track_sid, identity, "received", frame.data, frame.sample_rate, frame.num_channels)
                 now = time.monotonic()
                 if now - window_start < AUDIO_WINDOW_SECONDS:
                     continue
@@ -288,8 +291,8 @@ class RoomMonitor:
                     )
                 )
         finally:
-            if self._recorder is not None:
-                self._recorder.finish(track_sid)
+            if self.recorder is not None:
+                self.recorder.finish(track_sid)
             with contextlib.suppress(Exception):
                 await stream.aclose()
 

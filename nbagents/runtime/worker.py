@@ -96,6 +96,7 @@ def process_main(sock_fd: int, *, kernel_signs: bool = False) -> int:
     if not job_waiting:
         host.warm_up(sign=not kernel_signs)  # nobody is waiting for this process yet: pay the one-off costs now
         warm = True
+    runtime = JobRuntime(host, proc)  # what does not depend on the job is built before it comes
     channel.send(ipc.ProcessReady(os.getpid(), None))  # the pool offers idle processes only from now on
     while True:
         message = host.next_message()
@@ -108,7 +109,7 @@ def process_main(sock_fd: int, *, kernel_signs: bool = False) -> int:
             channel.send(ipc.ProcessReady(os.getpid(), message.digest, error))
             warm = True
         elif isinstance(message, ipc.StartJob):
-            return JobRuntime(host, message, proc, warm=warm).run()
+            return runtime.run(message, warm=warm)
 
 
 _process: Any = None
@@ -184,12 +185,11 @@ class _Host:
 
         async def rehearsal() -> None:
             room = rtc.Room()
-            RoomMonitor(room, lambda event: None, lambda where, exc: None)
-            SessionMonitor(lambda event: None, lambda where, exc: None)
             job = _job_proto("AJ_rehearsal", "rehearsal", metadata="", agent_name="")
-            token = agent_token("devkey", "rehearsal-secret-rehearsal-secret", "AJ_rehearsal", "rehearsal", "") \
-                if sign else "rehearsal"
-            ctx = _agents.new_job_context(proc=current_process(), job=job, url="ws://127.0.0.1:1", token=token,
+            if sign:
+                agent_token("devkey", "rehearsal-secret-rehearsal-secret", "AJ_rehearsal", "rehearsal", "")
+            # a job's own token is signed when first read, as here
+            ctx = _agents.new_job_context(proc=current_process(), job=job, url="ws://127.0.0.1:1", token=lambda: "rehearsal",
                                           identity="agent-rehearsal", worker_id="rehearsal", room=room,
                                           on_connect=lambda: None, on_shutdown=lambda reason: None)
             _agents.record_shutdown_callbacks(ctx, lambda entry, callback, takes_reason: None)
@@ -279,19 +279,24 @@ class _Callback:
 
 
 class JobRuntime:
-    """Runs one job in this process: lifecycle, events, deadline, persisted state."""
+    """Runs one job in this process: lifecycle, events, deadline, persisted state.
 
-    def __init__(self, host: _Host, start: ipc.StartJob, proc: Any, *, warm: bool) -> None:
+    Made while the process is idle, with what does not depend on the job: the job's ``rtc.Room`` and the
+    monitors registered on it, the outbox, the output streams. :meth:`run` gives it its job.
+    """
+
+    start: ipc.StartJob
+    warm: bool
+    log_dir: Path
+
+    def __init__(self, host: _Host, proc: Any) -> None:
         self.host = host
         self.channel = host.channel
         # what the job sends the kernel: never waits for it (a busy kernel must not stall the job's event loop)
         self.outbox = ipc.Outbox(self.channel, on_dropped=self._on_events_dropped)
-        self.start = start
         self.proc = proc
-        self.warm = warm
-        self.log_dir = Path(start.log_dir)
         self.kernel_alive = True
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop = host.loop
         self.ctx: Any = None
         self.entrypoint_error: str | None = None
         self.failure: str | None = None
@@ -302,13 +307,12 @@ class JobRuntime:
         self.callbacks: list[_Callback] = []
         self.finished = threading.Event()
         self._finish_lock = threading.Lock()
-        self._credentials: ipc.EngineCredentials | None = start.credentials
+        self._credentials: ipc.EngineCredentials | None = None
         self._engine_error: str | None = None
         self._credentials_future: asyncio.Future[None] | None = None
-        # the job's code: in StartJob (a freshly forked process), or the next message (a warm process; see launch)
-        self._code_pending = start.entrypoint_blob is None
-        self._token: str | None = start.token  # or an AgentToken message (start.token_follows), or the job mints it
-        self._code: ipc.JobCode | None = None if self._code_pending else ipc.JobCode(start.entrypoint_blob, start.session_end_blob)
+        self._code_pending = False
+        self._token: str | None = None
+        self._code: ipc.JobCode | None = None
         self._shutdown_future: asyncio.Future[tuple[str, bool]] | None = None
         self._room_created: asyncio.Future[None] | None = None
         self._close_hooks: list[Callable[[], Awaitable[Any]]] = []
@@ -324,16 +328,32 @@ class JobRuntime:
         self._start_lock = threading.Lock()
         self.transcript: list[dict[str, Any]] = []
         self.voice_sessions: dict[int, VoiceSession] = {}  # for transcript.json
+        self.room = JobRoom(self)
+        self.monitor = RoomMonitor(self.room, self.emit, self.report_exception)
+        self._close_hooks.append(self.monitor.flush_logs)
+        self.sessions = SessionMonitor(self.emit, self.report_exception)
+        _agents.follow_sessions(self._on_session_start)
+        self.room.on("disconnected", self._on_disconnected)
+        self._log_handler = _EventLogHandler(self)
+        self._streams = (_EventStream(self, "PRINT", sys.stdout), _EventStream(self, "STDERR", sys.stderr))
 
     # ---- the process ------------------------------------------------------------------------------
 
-    def run(self) -> int:
-        _apply_environment(self.start.environ)  # before any user code: the kernel's environment at launch
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+    def run(self, start: ipc.StartJob, *, warm: bool) -> int:
+        """Run the job ``start`` describes, then exit the process. ``warm``: the process was made ahead of it."""
+        self.start = start
+        self.warm = warm
+        self.log_dir = Path(start.log_dir)  # launch() made it
+        self._credentials = start.credentials
+        # the job's code: in StartJob (a freshly forked process), or the next message (a warm process; see launch)
+        self._code_pending = start.entrypoint_blob is None
+        self._token = start.token  # or an AgentToken message (start.token_follows), or the job signs it
+        if not self._code_pending:
+            self._code = ipc.JobCode(start.entrypoint_blob, start.session_end_blob)
+        _apply_environment(start.environ)  # before any user code: the kernel's environment at launch
         self.event_log = EventLog(self.log_dir / "events.jsonl")
         self._redirect_output()
         self._install_logging()
-        self.loop = self.host.loop
         self._credentials_future = self.loop.create_future()
         self._shutdown_future = self.loop.create_future()
         if self._credentials is not None:
@@ -357,13 +377,12 @@ class JobRuntime:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
-        sys.stdout = _EventStream(self, "PRINT", sys.stdout)
-        sys.stderr = _EventStream(self, "STDERR", sys.stderr)
+        sys.stdout, sys.stderr = self._streams
 
     def _install_logging(self) -> None:
         root = logging.getLogger()
         root.handlers = [h for h in root.handlers if not isinstance(h, _EventLogHandler)]
-        root.addHandler(_EventLogHandler(self))
+        root.addHandler(self._log_handler)
         set_log_levels()  # already set in the zygote, unless a prewarm changed them
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
@@ -508,17 +527,24 @@ class JobRuntime:
         else:
             job = _job_proto(start.job_id, start.room, metadata=start.metadata, agent_name=start.agent_name)
             identity = agent_identity(start.job_id)
-            token = self._token or agent_token(key, secret, start.job_id, start.room, start.agent_name)
+            token = self._token or self._sign_token  # signed when first read: after the entrypoint's first step
             if not start.room_follows:
                 self._room_created = self.loop.create_future()  # started right after the entrypoint's task
         self.url = url
-        room = JobRoom(self)
         ctx = _agents.new_job_context(
             proc=self.proc, job=job, url=url, token=token, identity=identity, worker_id=f"nbagents-{os.getpid()}",
-            room=room, on_connect=self._on_ctx_connect, on_shutdown=self._on_ctx_shutdown,
+            room=self.room, on_connect=self._on_ctx_connect, on_shutdown=self._on_ctx_shutdown,
         )
         _agents.record_shutdown_callbacks(ctx, self._on_callback_added)
         return ctx
+
+    def _sign_token(self) -> str:
+        """The job's own token (the kernel gave none): signed once, the first time the context reads it."""
+        if self._token is None:
+            _, key, secret = self._credentials_tuple()
+            start = self.start
+            self._token = agent_token(key, secret, start.job_id, start.room, start.agent_name)
+        return self._token
 
     def _start_room_creation(self) -> None:
         """CreateRoom with the job's departure_timeout, concurrently with the entrypoint (scheduled after its
@@ -629,11 +655,7 @@ class JobRuntime:
         _export_credentials(self._credentials)
         ctx = self.ctx = self._build_context(*self._credentials_tuple())
         deactivate = _agents.activate(ctx)
-        self.monitor = RoomMonitor(ctx.room, self.emit, self.report_exception, recorder=_recorder(start, self))
-        self._close_hooks.append(self.monitor.flush_logs)
-        self.sessions = SessionMonitor(self.emit, self.report_exception)
-        _agents.follow_sessions(self._on_session_start)
-        ctx.room.on("disconnected", self._on_disconnected)
+        self.monitor.recorder = _recorder(start, self)
         # the code: with StartJob (a freshly forked process), or shipped by the kernel meanwhile (a warm one)
         if self._code_pending:
             self._receive_code()
@@ -664,6 +686,8 @@ class JobRuntime:
             self.loop.call_soon(self._beat)
         entry_task.add_done_callback(self._on_entrypoint_done)
         self._start_room_creation()
+        if start.assignment is None:
+            self.loop.call_soon(self._sign_token)  # ready before the room is (ctx.connect() waits for the room)
         # off the launch path: the first result.json says the job started (and who it is)
         self.loop.call_soon(self._write_result_soon, "running")
         warning = self.loop.call_later(NOT_CONNECTED_WARNING_SECONDS, self._warn_not_connected)

@@ -11,9 +11,10 @@ from importlib.metadata import version
 
 import livekit.agents
 import pytest
-from livekit import rtc
+from livekit import api, rtc
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, get_job_context
 from livekit.agents import job as job_module
+from livekit.agents.job import RunningJobInfo
 from livekit.agents.utils import http_context
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
@@ -31,6 +32,8 @@ def test_job_context_private_constructor_and_running_job_info() -> None:
     ]
     fields = {f.name for f in dataclasses.fields(job_module.RunningJobInfo)}
     assert {"accept_arguments", "job", "url", "token", "worker_id", "fake_job"} <= fields
+    # nbagents signs the token when it is first read: a subclass makes the field a property
+    assert not job_module.RunningJobInfo.__dataclass_params__.frozen and "__slots__" not in vars(job_module.RunningJobInfo)
     assert {f.name for f in dataclasses.fields(job_module.JobAcceptArguments)} >= {"name", "identity", "metadata"}
     assert isinstance(job_module._JobContextVar, contextvars.ContextVar)
 
@@ -51,7 +54,7 @@ def test_private_members_the_runtime_drives() -> None:
 def _context(**kw) -> JobContext:
     """A context as a job builds it, inside its running event loop (rtc.Room needs the current loop)."""
     job = agent_pb.Job(id="AJ_internals", room=models.Room(name="internals"), type=agent_pb.JobType.JT_ROOM)
-    return _agents.new_job_context(proc=_agents.new_job_process(), job=job, url="ws://127.0.0.1:1", token="",
+    return _agents.new_job_context(proc=_agents.new_job_process(), job=job, url="ws://127.0.0.1:1", token=kw.get("token", ""),
                                    identity="agent-AJ_internals", worker_id="w", room=rtc.Room(),
                                    on_connect=lambda: None, on_shutdown=kw.get("on_shutdown", lambda reason: None))
 
@@ -72,6 +75,23 @@ async def test_a_built_context_is_livekit_agents_own_and_becomes_the_current_job
         await _agents.deactivate(ctx)
         reset()
         assert get_job_context(required=False) is None
+    finally:
+        ctx._tempdir.cleanup()
+
+
+async def test_a_token_given_as_a_function_is_signed_once_when_first_read() -> None:
+    signed: list[str] = []
+
+    def sign() -> str:
+        signed.append("signed")
+        return api.AccessToken("devkey", "internals-secret-internals-secret").with_identity("agent-AJ_internals") \
+            .with_grants(api.VideoGrants(room_join=True, room="internals")).to_jwt()
+
+    ctx = _context(token=sign)
+    try:
+        assert signed == [] and isinstance(ctx._info, RunningJobInfo)
+        assert ctx.token_claims().identity == "agent-AJ_internals"  # livekit-agents' own reader of the token
+        assert ctx._info.token == ctx._info.token and signed == ["signed"]
     finally:
         ctx._tempdir.cleanup()
 
