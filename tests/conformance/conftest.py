@@ -2,7 +2,8 @@
 
 A test that one engine is known to fail on purpose carries
 ``@engine_difference("embedded", reason="...")``: for that engine only it becomes a strict xfail (so
-the day the difference disappears, the test says so); on every other engine it must pass. Each such
+the day the difference disappears, the test says so); on every other engine it must pass.
+``only={"param": value}`` limits it to those values of the test's other parameters. Each such
 difference is also written down, with its reason, in docs/engine-differences.md.
 
 To run the suite against a server that is already running (started by hand inside the test network
@@ -36,7 +37,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         engine = callspec.params.get("lk_server") if callspec is not None else None
         for mark in item.iter_markers("engine_difference"):
-            if mark.args[0] == engine:
+            only = mark.kwargs.get("only", {})  # other parameters the difference is limited to
+            if mark.args[0] == engine and all(callspec.params.get(name) == value for name, value in only.items()):
                 reason = mark.kwargs["reason"]
                 item.add_marker(pytest.mark.xfail(strict=True, reason=f"known difference of {engine}: {reason}"))
 

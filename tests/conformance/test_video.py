@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from livekit import rtc
 
-from .helpers import TIMEOUT, Peer, listening, unique_room
+from .helpers import TIMEOUT, Peer, engine_difference, listening, unique_room
 
 COLOUR = (200, 60, 30)  # the test picture: one uniform colour, easy to recognise after lossy coding
 TOLERANCE = 24  # per channel, after encoding, decoding and two colour space conversions
@@ -136,6 +136,9 @@ async def test_a_late_subscriber_gets_a_keyframe_and_decodes(participants, singl
 
 
 @SIGNALING
+@engine_difference("livekit-server", only={"single_pc": False}, reason=(
+    "re-offers a re-subscribed track in the m-section it had before (same mid and msid), and the livekit SDK "
+    "then reports no track_subscribed (every run with a pause of 1 s)"))
 async def test_a_video_subscription_can_stop_and_start_again(participants, single_pc):
     room = unique_room()
     alice = await participants(room, "alice", single_peer_connection=single_pc)
@@ -146,22 +149,14 @@ async def test_a_video_subscription_can_stop_and_start_again(participants, singl
         await frames_of_size(await subscribed_video(bob, "alice"), 320, 180)
         publication.set_subscribed(False)
         await bob.events.wait("track_unsubscribed", lambda t, pub, p: pub.sid == video.sid)
+        # The SDK reports the unsubscription as soon as it is asked, before its request reaches the server. A
+        # subscription asked at once can reach livekit-server together with it; livekit-server then keeps the
+        # subscription it never dropped and sends nothing, while the SDK waits for a new track (seen in its log
+        # under load). A person stops and starts a video later than that: so does this test.
+        await asyncio.sleep(1)
         mark = bob.events.mark()
         publication.set_subscribed(True)
-        resubscribed = lambda t, pub, p: pub.sid == video.sid  # noqa: E731
-        if participants.server.engine == "livekit-server":
-            # livekit-server now and then never answers a subscription made right after the unsubscription (seen
-            # in about one busy run in ten; cause not established): the reference is given a second request
-            try:
-                (track, _, _) = await bob.events.wait("track_subscribed", resubscribed, after=mark, timeout=10)
-            except AssertionError:
-                publication.set_subscribed(False)
-                await asyncio.sleep(1)
-                mark = bob.events.mark()
-                publication.set_subscribed(True)
-                (track, _, _) = await bob.events.wait("track_subscribed", resubscribed, after=mark)
-        else:
-            (track, _, _) = await bob.events.wait("track_subscribed", resubscribed, after=mark)
+        (track, _, _) = await bob.events.wait("track_subscribed", lambda t, pub, p: pub.sid == video.sid, after=mark)
         await frames_of_size(track, 320, 180)
 
 
