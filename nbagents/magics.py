@@ -59,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _cell_parser() -> _Parser:
     p = _Parser(prog="%%agent", add_help=False)
-    p.add_argument("--room", help="room to run the job in")
+    p.add_argument("--room", help="room to run the job in (default: demo)")
     p.add_argument("--entrypoint", default=None, help="name of the entrypoint function the cell defines "
                    "(default: the function registered with @server.rtc_session(), else `entrypoint`)")
     p.add_argument("--timeout", type=float, help="shutdown_process_timeout in seconds")
@@ -249,7 +249,7 @@ class AgentMagics(Magics):
         job = _find_job(args.id)
         records = sorted([*job.logs, *_errors_not_logged(job)], key=lambda record: record.time)
         if threshold is not None:
-            records = [r for r in records if _level_number(r.level) >= threshold]
+            records = [r for r in records if r.severity >= threshold]  # printed lines count as INFO, stderr as WARNING
         if args.tail is not None:
             records = records[-args.tail :] if args.tail > 0 else []
         if not records:

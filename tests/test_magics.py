@@ -53,8 +53,11 @@ def room_name() -> str:
 AGENT_CELL = '''\
 %%agent --room {room} --timeout 5 --agent-name greeter
 import logging
+import sys
 
 async def entrypoint(ctx):
+    print("a printed line")
+    print("a line on stderr", file=sys.stderr)
     async def remember():
         return {{"greeting": GREETING}}
 
@@ -109,7 +112,11 @@ def test_launch_list_logs_stop_and_wait(shell, capsys):
     wait_until(lambda: any(r.logger == "cell-agent" for r in job.logs) or job.done, "the agent's log record")
     capsys.readouterr()
     ok(shell.run_cell(f"%agent logs {job.id[:8]} --level WARNING"))
-    assert "cell-agent: greeting is hello from the notebook" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "cell-agent: greeting is hello from the notebook" in shown
+    assert "a line on stderr" in shown and "a printed line" not in shown  # stderr counts as WARNING, print as INFO
+    ok(shell.run_cell(f"%agent logs {job.id[:8]} --level INFO"))
+    assert "a printed line" in capsys.readouterr().out
 
     result = ok(shell.run_cell("result = %agent stop --reason 'enough for today'\nresult"))
     assert isinstance(result, JobResult)

@@ -235,12 +235,31 @@ class VideoStats(Event):
 
 @dataclasses.dataclass(frozen=True)
 class LogRecord(Event):
-    """A log record or a line printed by the job process."""
+    """A log record or a line printed by the job process.
+
+    ``level``: a :mod:`logging` level name, or ``PRINT`` / ``STDERR`` for a line written to ``sys.stdout`` /
+    ``sys.stderr``.
+    """
 
     kind: ClassVar[str] = "log"
     level: str
     logger: str
     message: str
+
+    @property
+    def severity(self) -> int:
+        """The record's :mod:`logging` level number: a printed line counts as INFO, a line on stderr as WARNING."""
+        return level_number(self.level)
+
+
+def level_number(level: str) -> int:
+    """A :class:`LogRecord` level's :mod:`logging` number: ``PRINT`` and unknown names are INFO, ``STDERR`` WARNING."""
+    import logging
+
+    if level == "STDERR":
+        return logging.WARNING
+    number = logging.getLevelName(level.upper())
+    return number if isinstance(number, int) else logging.INFO
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,6 +84,7 @@ class StartJob:
     metadata: str = ""  # ctx.job.metadata of a launched job
     agent_name: str = ""  # ctx.job.agent_name, and the agent participant's lk.agent.name attribute
     environ: dict[str, str] | None = None  # the kernel's os.environ at launch: the job's environment
+    sys_path: tuple[str, ...] = ()  # the kernel's sys.path at launch: entries the job lacks are added
     session_end_blob: bytes | None = None  # an AgentServer's on_session_end(ctx), shipped like the entrypoint
     token: str | None = None  # the agent's token when the kernel minted it at launch (tokens.token_at_launch)
     token_follows: bool = False  # the kernel mints it after sending this: an AgentToken is the next message

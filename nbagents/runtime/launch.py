@@ -24,6 +24,7 @@ import secrets
 import shutil
 import signal
 import string
+import sys
 import threading
 import time
 from pathlib import Path
@@ -71,7 +72,8 @@ def launch(
     a warm idle process ahead of time, once it has been used) and fills ``proc.userdata``.
     ``shutdown_process_timeout`` bounds the shutdown: after it the process is killed, whatever ended the
     job. Works from a running event loop (a notebook cell) and from plain synchronous code. The job sees
-    this process's environment (``os.environ``) as it is now.
+    this process's environment (``os.environ``) as it is now, and imports modules from its ``sys.path`` as it
+    is now (entries added since the job processes were preloaded are added in the job).
 
     ``metadata`` is the job's ``ctx.job.metadata`` (what a dispatch's metadata would be); ``agent_name``
     its ``ctx.job.agent_name`` and the agent participant's ``lk.agent.name`` attribute, as a worker
@@ -149,6 +151,7 @@ def launch(
         metadata=metadata,
         agent_name=agent_name,
         environ=environ,
+        sys_path=tuple(sys.path),
         session_end_blob=code.session_end_blob if code is not None else None,
         token=token_at_launch(credentials.api_key, credentials.api_secret, job_id, room, agent_name)
         if mint and not token_follows else None,

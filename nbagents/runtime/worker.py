@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 from livekit import rtc
 from livekit.protocol import agent as agent_pb
@@ -104,7 +104,8 @@ def process_main(sock_fd: int, *, kernel_signs: bool = False) -> int:
             return 0  # the kernel closed our channel before giving us a job
         if isinstance(message, ipc.Prewarm):
             _apply_environment(message.environ)
-            error = _run_prewarm(proc, message.blob)
+            with runtime.holding_output():  # what the prewarm prints goes to the log of the job that comes
+                error = _run_prewarm(proc, message.blob)
             proc._nbagents_prewarm_digest = None if error else message.digest  # type: ignore[attr-defined]
             channel.send(ipc.ProcessReady(os.getpid(), message.digest, error))
             warm = True
@@ -246,6 +247,12 @@ def _apply_environment(environ: dict[str, str] | None) -> None:
             os.environ[name] = value
 
 
+def _extend_sys_path(kernel_path: tuple[str, ...]) -> None:
+    """Add the kernel's ``sys.path`` entries this process lacks (a notebook's ``sys.path.append``), in its order."""
+    known = set(sys.path)
+    sys.path.extend(entry for entry in kernel_path if entry not in known)
+
+
 def set_log_levels() -> None:
     """A job's log levels: INFO and up from its own code, WARNING and up from the livekit SDKs.
 
@@ -336,6 +343,20 @@ class JobRuntime:
         self.room.on("disconnected", self._on_disconnected)
         self._log_handler = _EventLogHandler(self)
         self._streams = (_EventStream(self, "PRINT", sys.stdout), _EventStream(self, "STDERR", sys.stderr))
+        self._held_output: list[ev.LogRecord] = []  # printed before the job came (holding_output)
+
+    @contextlib.contextmanager
+    def holding_output(self) -> Iterator[None]:
+        """While idle: lines printed to ``sys.stdout``/``sys.stderr`` are kept for the job's log (a prewarm's)."""
+        saved = sys.stdout, sys.stderr
+        streams = _HeldLines("PRINT", self._held_output), _HeldLines("STDERR", self._held_output)
+        sys.stdout, sys.stderr = streams
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved
+            for stream in streams:
+                stream.finish()
 
     # ---- the process ------------------------------------------------------------------------------
 
@@ -351,9 +372,12 @@ class JobRuntime:
         if not self._code_pending:
             self._code = ipc.JobCode(start.entrypoint_blob, start.session_end_blob)
         _apply_environment(start.environ)  # before any user code: the kernel's environment at launch
+        _extend_sys_path(start.sys_path)  # and where the kernel finds modules (the job's code may import them)
         self.event_log = EventLog(self.log_dir / "events.jsonl")
         self._redirect_output()
         self._install_logging()
+        if self._held_output:
+            self.emit(*self._held_output)
         self._credentials_future = self.loop.create_future()
         self._shutdown_future = self.loop.create_future()
         if self._credentials is not None:
@@ -1014,6 +1038,29 @@ class _EventLogHandler(logging.Handler):
             self.runtime.emit(ev.LogRecord(level=record.levelname, logger=record.name, message=message))
         except Exception:
             pass
+
+
+class _HeldLines(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` of an idle process: each complete line is kept as a LogRecord in ``held``."""
+
+    def __init__(self, level: str, held: list[ev.LogRecord]) -> None:
+        self.level, self.held = level, held
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            self.held.append(ev.LogRecord(level=self.level, logger="stdout" if self.level == "PRINT" else "stderr", message=line))
+        return len(text)
+
+    def finish(self) -> None:
+        """Keep an unfinished last line too."""
+        if self._buffer:
+            self.write("\n")
+
+    def writable(self) -> bool:
+        return True
 
 
 class _EventStream(io.TextIOBase):

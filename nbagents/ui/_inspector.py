@@ -552,13 +552,13 @@ def _data_html(messages: list[Any]) -> str:
 
 def _log_html(records: list[ev.LogRecord], level: str) -> str:
     threshold = logging.getLevelName(level)
-    shown = [r for r in records if _level(r.level) >= threshold][-SHOWN_LOG_RECORDS:]
+    shown = [r for r in records if r.severity >= threshold][-SHOWN_LOG_RECORDS:]
     if not shown:
         return f"<i>no log records at {level} or above yet</i>"
     lines = []
     for r in shown:
         stamp = time.strftime("%H:%M:%S", time.localtime(r.time)) + f".{int(r.time % 1 * 1000):03d}"
-        color = "#d62728" if _level(r.level) >= logging.ERROR else ("#b8860b" if _level(r.level) >= logging.WARNING else "#333")
+        color = "#d62728" if r.severity >= logging.ERROR else ("#b8860b" if r.severity >= logging.WARNING else "#333")
         lines.append(f"<span style='color:{color}'>{stamp} {_e(r.level):<8} {_e(r.logger)}: {_e(r.message)}</span>")
     return "<pre style='margin:0;font-size:11px;line-height:1.25'>" + "\n".join(lines) + "</pre>"
 
@@ -573,11 +573,6 @@ def _errors_html(errors: list[ev.ErrorRaised]) -> str:
             f"<pre style='font-size:11px;background:#fff5f5;padding:4px'>{_e(e.traceback)}</pre></details>"
         )
     return "<div class='nbagents-error-list'>" + "".join(parts) + "</div>"
-
-
-def _level(name: str) -> int:
-    number = logging.getLevelName(name.upper())
-    return number if isinstance(number, int) else logging.INFO
 
 
 def _css_name(identity: str) -> str:

@@ -201,6 +201,7 @@ def load_model(proc: JobProcess) -> None:
 
     proc.userdata["model"] = "loaded"
     proc.userdata["prewarm_pid"] = os.getpid()
+    print(f"model loaded in process {os.getpid()}")
 
 
 async def use_model(ctx: JobContext) -> None:
@@ -214,8 +215,10 @@ async def use_model(ctx: JobContext) -> None:
 
 
 async def test_prewarm_fills_userdata_and_warm_processes_are_prewarmed(server, room_name) -> None:
-    first = await launch(use_model, room=room_name, prewarm=load_model)
+    first_job = launch(use_model, room=room_name, prewarm=load_model)
+    first = await first_job
     assert first.persisted["model"]["model"] == "loaded"
+    assert f"model loaded in process {first_job.pid}" in [r.message for r in first_job.logs]
     # the pool now refills with processes that ran load_model ahead of time
     from nbagents.runtime.pool import shared_pool
 
@@ -225,6 +228,8 @@ async def test_prewarm_fills_userdata_and_warm_processes_are_prewarmed(server, r
     assert result.persisted["model"]["model"] == "loaded"
     assert job.entrypoint_started is not None and job.entrypoint_started.warm
     assert result.persisted["model"]["prewarm_pid"] == result.persisted["model"]["pid"]
+    # what the prewarm printed while the process waited for its job is in that job's log
+    assert f"model loaded in process {job.pid}" in [r.message for r in job.logs]
 
 
 async def test_event_log_and_result_are_on_disk(human, room_name, tmp_path) -> None:

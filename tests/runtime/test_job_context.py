@@ -176,6 +176,30 @@ async def test_jobs_see_the_environment_at_launch(server, room_name, monkeypatch
     assert (first.persisted, second.persisted) == ({"prewarmed": "1"}, {"prewarmed": "2"})
 
 
+async def import_late_added_module(ctx: JobContext) -> None:
+    import late_added_module  # noqa: F401  (found only through the entry the notebook added to sys.path)
+
+    async def where() -> str:
+        return late_added_module.__file__
+
+    ctx.add_shutdown_callback(where)
+    ctx.shutdown(reason="imported")
+
+
+async def test_jobs_import_modules_from_the_kernels_sys_path_at_launch(server, room_name, tmp_path, monkeypatch) -> None:
+    """A notebook appends a directory to sys.path after the job processes were preloaded; code in the job that
+    imports a module from there finds it."""
+    from nbagents.runtime.pool import shared_pool
+
+    shared_pool().start()
+    await asyncio.to_thread(shared_pool().zygote.wait_ready)  # the job processes' zygote exists before the change
+    (tmp_path / "late_added_module.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = await launch(import_late_added_module, room=room_name)
+    assert result.state == "succeeded", result.error
+    assert result.persisted == {"where": str(tmp_path / "late_added_module.py")}
+
+
 # 7. ctx.job.metadata from launch(metadata=...); ctx.room.name before the entrypoint connects.
 
 
