@@ -342,14 +342,14 @@ class JobRuntime:
         _agents.follow_sessions(self._on_session_start)
         self.room.on("disconnected", self._on_disconnected)
         self._log_handler = _EventLogHandler(self)
-        self._streams = (_EventStream(self, "PRINT", sys.stdout), _EventStream(self, "STDERR", sys.stderr))
+        self._streams = (_LineStream("PRINT", self.emit, sys.stdout), _LineStream("STDERR", self.emit, sys.stderr))
         self._held_output: list[ev.LogRecord] = []  # printed before the job came (holding_output)
 
     @contextlib.contextmanager
     def holding_output(self) -> Iterator[None]:
         """While idle: lines printed to ``sys.stdout``/``sys.stderr`` are kept for the job's log (a prewarm's)."""
         saved = sys.stdout, sys.stderr
-        streams = _HeldLines("PRINT", self._held_output), _HeldLines("STDERR", self._held_output)
+        streams = _LineStream("PRINT", self._held_output.append), _LineStream("STDERR", self._held_output.append)
         sys.stdout, sys.stderr = streams
         try:
             yield
@@ -1040,49 +1040,35 @@ class _EventLogHandler(logging.Handler):
             pass
 
 
-class _HeldLines(io.TextIOBase):
-    """``sys.stdout``/``sys.stderr`` of an idle process: each complete line is kept as a LogRecord in ``held``."""
+class _LineStream(io.TextIOBase):
+    """A ``sys.stdout``/``sys.stderr`` whose complete lines become LogRecords for ``on_record``; ``raw`` (if any)
+    gets everything too (the job's output.log). The job's streams emit; an idle process's hold (holding_output)."""
 
-    def __init__(self, level: str, held: list[ev.LogRecord]) -> None:
-        self.level, self.held = level, held
+    def __init__(self, level: str, on_record: Callable[[ev.LogRecord], Any], raw: Any = None) -> None:
+        self.level, self.on_record, self.raw = level, on_record, raw
+        self._logger = "stdout" if level == "PRINT" else "stderr"
         self._buffer = ""
 
     def write(self, text: str) -> int:
+        if self.raw is not None:
+            with contextlib.suppress(Exception):
+                self.raw.write(text)
+                self.raw.flush()
         self._buffer += text
         while "\n" in self._buffer:
             line, self._buffer = self._buffer.split("\n", 1)
-            self.held.append(ev.LogRecord(level=self.level, logger="stdout" if self.level == "PRINT" else "stderr", message=line))
+            self.on_record(ev.LogRecord(level=self.level, logger=self._logger, message=line))
         return len(text)
 
     def finish(self) -> None:
-        """Keep an unfinished last line too."""
+        """Pass on an unfinished last line too."""
         if self._buffer:
             self.write("\n")
 
-    def writable(self) -> bool:
-        return True
-
-
-class _EventStream(io.TextIOBase):
-    """sys.stdout/err of the job: each complete line becomes a LogRecord; everything also goes to output.log."""
-
-    def __init__(self, runtime: JobRuntime, level: str, raw: Any) -> None:
-        self.runtime, self.level, self.raw = runtime, level, raw
-        self._buffer = ""
-
-    def write(self, text: str) -> int:
-        with contextlib.suppress(Exception):
-            self.raw.write(text)
-            self.raw.flush()
-        self._buffer += text
-        while "\n" in self._buffer:
-            line, self._buffer = self._buffer.split("\n", 1)
-            self.runtime.emit(ev.LogRecord(level=self.level, logger="stdout" if self.level == "PRINT" else "stderr", message=line))
-        return len(text)
-
     def flush(self) -> None:
-        with contextlib.suppress(Exception):
-            self.raw.flush()
+        if self.raw is not None:
+            with contextlib.suppress(Exception):
+                self.raw.flush()
 
     def writable(self) -> bool:
         return True
